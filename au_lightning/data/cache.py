@@ -1,0 +1,71 @@
+"""An ``.npz`` cache of FrameIndex reads, valid while the source files are unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from au_lightning.data.formats import read_dataset
+from au_lightning.data.index import FrameIndex
+
+__all__ = ["cache_dir", "cached_read", "sources_unchanged"]
+
+logger = logging.getLogger("au_lightning.data")
+
+
+def cache_dir() -> Path:
+    """``$AU_LIGHTNING_CACHE`` or ``~/.cache/au_lightning``."""
+    return Path(os.environ.get("AU_LIGHTNING_CACHE", Path.home() / ".cache" / "au_lightning"))
+
+
+def sources_unchanged(index: FrameIndex) -> bool:
+    """Every recorded file and folder still has its size and mtime (a folder's mtime moves
+    when a file is added to or removed from it)."""
+    for path, size, mtime_ns in index.sources:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            return False
+    return True
+
+
+def cached_read(
+    name: str, root: str | Path, *, directory: str | Path | None = None, **options: Any
+) -> FrameIndex:
+    """``read_dataset(name, root, **options)`` through a cache keyed by the arguments and
+    validated against the sources' sizes and mtimes."""
+    key_text = json.dumps(
+        {"format": name, "root": str(Path(root).resolve()), "options": options},
+        sort_keys=True,
+        default=str,
+    )
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:20]
+    folder = Path(directory) if directory is not None else cache_dir() / "index"
+    file = folder / f"{name}-{key}.npz"
+    if file.is_file():
+        try:
+            index = FrameIndex.load(file)
+        except (OSError, ValueError, KeyError) as err:
+            logger.warning("ignoring unreadable index cache %s: %s", file, err)
+        else:
+            if sources_unchanged(index):
+                return index
+            logger.info("index cache %s is stale: a source file changed", file)
+    index = read_dataset(name, root, **options)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz")
+    os.close(fd)
+    try:
+        index.save(tmp)
+        os.replace(tmp, file)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return index

@@ -1,0 +1,186 @@
+"""AUDataModule: dataset reader -> FrameIndex -> subject-exclusive fold -> DataLoaders."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from au_lightning.data.cache import cached_read
+from au_lightning.data.datasets import FrameDataset
+from au_lightning.data.formats import read_dataset
+from au_lightning.data.index import FrameIndex, resolve_aus
+from au_lightning.data.splits import (
+    Fold,
+    ValidationStrategy,
+    cross_dataset_fold,
+    fold_rows,
+    folds_from_parts,
+    leave_one_subject_out,
+    published_folds,
+    select_fold,
+    subject_folds,
+    validation_reserve,
+)
+from au_lightning.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    train_transform,
+)
+
+__all__ = ["SAMPLERS", "AUDataModule", "Protocol"]
+
+logger = logging.getLogger("au_lightning.data")
+
+Protocol = Literal["kfold", "loso", "parts", "bp4d_3fold", "disfa_3fold", "cross"]
+#: Training batch samplers by name (the imbalance toolkit adds more through this option).
+SAMPLERS = ("random",)
+
+
+class AUDataModule(L.LightningDataModule):
+    """Frames of an AU dataset in its real layout, split subject-exclusively.
+
+    Args:
+        dataset: reader name in ``au_lightning.datasets`` (``bp4d``, ``disfa``, ``table`` ...).
+        root: dataset root.
+        reader_options: keyword options of the reader (e.g. ``intensity_threshold: ">=2"``).
+        aus: AU set name or AU numbers; None keeps the reader's default set.
+        protocol: ``kfold`` (seeded, balanced), ``loso``, ``parts`` (explicit ``parts``),
+            ``bp4d_3fold`` / ``disfa_3fold`` (published lists), ``cross`` (test on
+            ``test_dataset``).
+        num_folds: k for ``kfold``.
+        fold: the test fold, by 0-based position or by name (``"part1"``, a LOSO subject).
+        parts: ``{part name: [subjects]}`` for ``protocol="parts"``.
+        test_dataset, test_root, test_reader_options: the test set of ``protocol="cross"``.
+        val_strategy: ``subjects`` (hold out training subjects), ``frames`` (a fraction of
+            each training subject's frames) or ``none``.
+        val_fraction: fraction for the validation reserve (0.2 subjects; MAL uses 0.02 frames).
+        image_size, crop_size, flip, mean, std: transforms (train: resize, random crop and
+            flip; eval: resize, center crop).
+        batch_size, num_workers: DataLoader settings.
+        sampler: training batch sampler by name; see ``SAMPLERS``.
+        seed: seeds the fold assignment and the validation reserve.
+        cache: keep the FrameIndex in an ``.npz`` cache (``$AU_LIGHTNING_CACHE``).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "bp4d",
+        root: str = "",
+        reader_options: dict[str, Any] | None = None,
+        aus: str | list[int] | None = None,
+        protocol: Protocol = "kfold",
+        num_folds: int = 3,
+        fold: int | str = 0,
+        parts: dict[str, list[str]] | None = None,
+        test_dataset: str | None = None,
+        test_root: str | None = None,
+        test_reader_options: dict[str, Any] | None = None,
+        val_strategy: ValidationStrategy = "subjects",
+        val_fraction: float = 0.2,
+        image_size: int = 256,
+        crop_size: int = 224,
+        flip: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        sampler: str = "random",
+        seed: int = 0,
+        cache: bool = True,
+    ) -> None:
+        super().__init__()
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+        if protocol == "cross" and not (test_dataset and test_root):
+            raise ValueError("protocol 'cross' needs test_dataset and test_root")
+        if protocol == "parts" and not parts:
+            raise ValueError("protocol 'parts' needs parts: {name: [subjects]}")
+        self.save_hyperparameters()
+        self.train_transform = train_transform(image_size, crop_size, flip, mean, std)
+        self.eval_transform = eval_transform(image_size, crop_size, mean, std)
+        self.index: FrameIndex | None = None
+        self.test_index: FrameIndex | None = None
+        self.fold: Fold | None = None
+        self.train_rows = self.val_rows = self.test_rows = np.zeros(0, dtype=np.int64)
+
+    def _read(self, name: str, root: str, options: dict[str, Any] | None) -> FrameIndex:
+        read = cached_read if self.hparams.cache else read_dataset
+        index = read(name, root, **(options or {}))
+        aus = self.hparams.aus
+        return index if aus is None else index.select_aus(resolve_aus(aus))
+
+    def folds(self, index: FrameIndex) -> list[Fold]:
+        """Every fold of the configured protocol (``cv`` iterates over these)."""
+        hp = self.hparams
+        if hp.protocol == "kfold":
+            return subject_folds(index, hp.num_folds, hp.seed)
+        if hp.protocol == "loso":
+            return leave_one_subject_out(index)
+        if hp.protocol == "parts":
+            return folds_from_parts(hp.parts)
+        if hp.protocol in ("bp4d_3fold", "disfa_3fold"):
+            return published_folds(hp.protocol)
+        raise ValueError(f"protocol {hp.protocol!r} has no folds")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is not None:
+            return
+        hp = self.hparams
+        index = self._read(hp.dataset, hp.root, hp.reader_options)
+        if hp.protocol == "cross":
+            test_index = self._read(hp.test_dataset, hp.test_root, hp.test_reader_options)
+            self.fold = cross_dataset_fold(index, test_index)
+            train_rows, test_rows = np.arange(len(index)), np.arange(len(test_index))
+        else:
+            test_index = index
+            self.fold = select_fold(self.folds(index), hp.fold)
+            train_rows, test_rows = fold_rows(index, self.fold)
+        self.train_rows, self.val_rows = validation_reserve(
+            index, train_rows, hp.val_strategy, hp.val_fraction, hp.seed
+        )
+        self.test_rows = test_rows
+        self.index, self.test_index = index, test_index
+        logger.info(
+            "%s fold %s: %d train, %d val, %d test frames",
+            hp.dataset,
+            self.fold.name,
+            len(self.train_rows),
+            len(self.val_rows),
+            len(self.test_rows),
+        )
+
+    @property
+    def aus(self) -> tuple[int, ...]:
+        if self.index is None:
+            raise RuntimeError("call setup() before asking for the AUs")
+        return self.index.aus
+
+    def _loader(self, dataset: FrameDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(FrameDataset(self.index, self.train_rows, self.train_transform), True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if len(self.val_rows) == 0:
+            return []
+        return self._loader(FrameDataset(self.index, self.val_rows, self.eval_transform), False)
+
+    def test_dataloader(self) -> DataLoader:
+        dataset = FrameDataset(self.test_index, self.test_rows, self.eval_transform)
+        return self._loader(dataset, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

@@ -1,0 +1,69 @@
+"""FrameDataset: rows of a FrameIndex as dicts of tensors, images decoded on access."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from au_lightning.data.errors import ImageReadError
+from au_lightning.data.index import FrameIndex
+from au_lightning.data.video import read_video_frame
+
+__all__ = ["FrameDataset", "load_frame"]
+
+
+def load_frame(index: FrameIndex, row: int) -> torch.Tensor:
+    """The RGB uint8 image (3, H, W) of one row: an image file, or a video frame for rows
+    with ``extras["video_pos"]``. A missing or corrupt file raises naming the file."""
+    path = Path(index.root) / str(index.path[row])
+    if "video_pos" in index.extras:
+        frame = read_video_frame(path, int(index.extras["video_pos"][row]))
+        return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
+    try:
+        with Image.open(path) as image:
+            return pil_to_tensor(image.convert("RGB"))
+    except (OSError, ValueError) as err:
+        problem = "not found" if not path.is_file() else f"cannot be decoded ({err})"
+        raise ImageReadError(f"{path}: image {problem}") from err
+
+
+class FrameDataset(Dataset[dict[str, Any]]):
+    """Items are dicts: ``image`` (float tensor after ``transform``), ``occurrence`` (L,)
+    int8 with -1 unknown, ``intensity`` (L,) if the index has it, ``expression`` if it has
+    it, ``subject`` (str) and ``index`` (the row in the FrameIndex)."""
+
+    def __init__(
+        self,
+        index: FrameIndex,
+        rows: np.ndarray | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.index = index
+        self.rows = np.arange(len(index)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = int(self.rows[i])
+        ix = self.index
+        image = load_frame(ix, row)
+        item: dict[str, Any] = {
+            "image": self.transform(image) if self.transform else image,
+            "occurrence": torch.from_numpy(ix.occurrence[row]),
+            "subject": str(ix.subject_names[ix.subject_code[row]]),
+            "index": row,
+        }
+        if ix.intensity is not None:
+            item["intensity"] = torch.from_numpy(ix.intensity[row])
+        if ix.expression is not None:
+            item["expression"] = int(ix.expression[row])
+        return item

@@ -1,0 +1,49 @@
+"""Readers for the real on-disk layouts; each ``read_<format>(root, **options) -> FrameIndex``.
+
+The built-in readers are registered under the entry-point group ``au_lightning.datasets``
+(see ``pyproject.toml``); :func:`read_dataset` resolves any registered name, so a third
+party adds a format by registering its reader there.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from au_lightning.data.formats.affectnet import AFFECTNET_EXPRESSIONS, read_affectnet
+from au_lightning.data.formats.bp4d import read_bp4d
+from au_lightning.data.formats.bp4dplus import read_bp4dplus
+from au_lightning.data.formats.disfa import read_disfa
+from au_lightning.data.formats.emotionet import read_emotionet
+from au_lightning.data.formats.rafdb import RAFDB_EXPRESSIONS, read_rafdb
+from au_lightning.data.formats.table import read_table
+from au_lightning.data.index import FrameIndex
+from au_lightning.registry import DATASETS_GROUP, load
+
+__all__ = [
+    "AFFECTNET_EXPRESSIONS",
+    "RAFDB_EXPRESSIONS",
+    "read_affectnet",
+    "read_bp4d",
+    "read_bp4dplus",
+    "read_dataset",
+    "read_disfa",
+    "read_emotionet",
+    "read_rafdb",
+    "read_table",
+]
+
+
+def read_dataset(name: str, root: str | Path, **options: Any) -> FrameIndex:
+    """Read ``root`` with the reader registered as ``name`` in ``au_lightning.datasets``."""
+    if not Path(root).exists():
+        raise FileNotFoundError(f"{name} dataset root {str(root)!r} does not exist")
+    reader = load(DATASETS_GROUP, name)
+    params = inspect.signature(reader).parameters
+    try:
+        inspect.signature(reader).bind(root, **options)
+    except TypeError as err:
+        accepted = ", ".join(p for p in list(params)[1:])
+        raise TypeError(f"{name} reader: {err}; its options are: {accepted}") from None
+    return reader(root, **options)

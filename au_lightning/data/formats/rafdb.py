@@ -1,0 +1,101 @@
+"""RAF-DB basic-expression reader (Li et al. 2017), auxiliary data for MAL.
+
+Layout::
+
+    <root>/EmoLabel/list_patition_label.txt     lines ``train_00001.jpg 5`` (sic: "patition")
+    <root>/Image/aligned/train_00001_aligned.jpg
+
+Labels 1..7 are Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral; they are stored as
+expression codes 0..6 with those names. The train/test split comes from the file-name prefix
+and is kept in ``extras["partition"]``. RAF-DB has no AU labels (``aus`` is empty) and no
+subject ids: every image is its own subject.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from au_lightning.data.errors import DatasetFormatError
+from au_lightning.data.formats._common import (
+    MissingImagePolicy,
+    MissingImages,
+    SourceLog,
+    existing_files,
+    read_text,
+)
+from au_lightning.data.index import FrameIndex
+
+__all__ = ["RAFDB_EXPRESSIONS", "read_rafdb"]
+
+RAFDB_EXPRESSIONS = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+
+
+def read_rafdb(
+    root: str | Path,
+    *,
+    partition: Literal["train", "test", "all"] = "train",
+    aligned: bool = True,
+    on_missing_image: MissingImagePolicy = "error",
+) -> FrameIndex:
+    """Read RAF-DB basic expressions.
+
+    Args:
+        root: dataset root holding ``EmoLabel/`` and ``Image/``.
+        partition: ``"train"`` or ``"test"`` (by file-name prefix), or ``"all"``.
+        aligned: use ``Image/aligned/<stem>_aligned.jpg`` (else ``Image/original/<name>``).
+        on_missing_image: ``"error"`` or ``"skip"`` (counted and logged).
+    """
+    if partition not in ("train", "test", "all"):
+        raise ValueError(f"partition={partition!r}; expected 'train', 'test' or 'all'")
+    root = Path(root)
+    file = root / "EmoLabel" / "list_patition_label.txt"
+    sources = SourceLog()
+    names: list[str] = []
+    labels: list[int] = []
+    lines: list[int] = []
+    for number, line in enumerate(read_text(file, sources).splitlines(), start=1):
+        if not line.strip():
+            continue
+        cells = line.split()
+        if len(cells) != 2 or not cells[1].isdigit() or not 1 <= int(cells[1]) <= 7:
+            raise DatasetFormatError(file, f"line {line!r}", "'<name>.jpg <label 1..7>'", number)
+        if not cells[0].startswith(("train_", "test_")):
+            raise DatasetFormatError(
+                file, f"file name {cells[0]!r}", "a name starting with train_ or test_", number
+            )
+        names.append(cells[0])
+        labels.append(int(cells[1]) - 1)
+        lines.append(number)
+    split = np.array([n.split("_", 1)[0] for n in names], dtype=str)
+    rows = np.ones(len(names), bool) if partition == "all" else split == partition
+    folder = "Image/aligned" if aligned else "Image/original"
+    paths = np.array(
+        [
+            f"{folder}/{n.rsplit('.', 1)[0]}_aligned.jpg" if aligned else f"{folder}/{n}"
+            for n in names
+        ],
+        dtype=str,
+    )
+    missing = MissingImages("rafdb", on_missing_image, root)
+    sel = np.flatnonzero(rows)
+    found = existing_files(root, paths[sel])
+    keep = sel[missing.keep(found, file, lambda r: lines[sel[r]], lambda r: str(paths[sel[r]]))]
+    missing.report()
+    stems = np.array([n.rsplit(".", 1)[0] for n in names], dtype=str)[keep]
+    return FrameIndex.from_columns(
+        path=paths[keep],
+        subject=stems,
+        video=stems,
+        frame=np.zeros(len(keep), dtype=np.int32),
+        aus=(),
+        occurrence=np.zeros((len(keep), 0), dtype=np.int8),
+        expression=np.array(labels, dtype=np.int8)[keep],
+        expression_names=RAFDB_EXPRESSIONS,
+        extras={"partition": split[keep]},
+        root=str(root),
+        dataset="rafdb",
+        sources=sources.entries,
+    )

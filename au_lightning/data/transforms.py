@@ -1,0 +1,55 @@
+"""torchvision.transforms.v2 pipelines: train resize -> random crop + flip, eval center crop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.transforms import v2
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _check_sizes(image_size: int, crop_size: int) -> None:
+    if not 0 < crop_size <= image_size:
+        raise ValueError(f"crop_size={crop_size} must be in 1..image_size ({image_size})")
+
+
+def train_transform(
+    image_size: int = 256,
+    crop_size: int = 224,
+    flip: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> v2.Compose:
+    """Resize to ``image_size`` square, random ``crop_size`` crop, horizontal flip, normalize."""
+    _check_sizes(image_size, crop_size)
+    steps: list[v2.Transform] = [
+        v2.Resize((image_size, image_size), antialias=True),
+        v2.RandomCrop(crop_size),
+    ]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(steps)
+
+
+def eval_transform(
+    image_size: int = 256,
+    crop_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> v2.Compose:
+    """Resize to ``image_size`` square, center ``crop_size`` crop, normalize."""
+    _check_sizes(image_size, crop_size)
+    return v2.Compose(
+        [
+            v2.Resize((image_size, image_size), antialias=True),
+            v2.CenterCrop(crop_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
