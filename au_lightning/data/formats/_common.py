@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from au_lightning.data.errors import DatasetFormatError
+from au_lightning.data.index import FrameIndex
 
 logger = logging.getLogger("au_lightning.data")
 
@@ -251,6 +252,13 @@ class MissingImages:
             self.examples.append(f"{label_file.name}:{line_of(first)} ({describe(first)})")
         return found
 
+    def keep_existing(
+        self, paths: np.ndarray, label_file: Path, lines: Sequence[int]
+    ) -> np.ndarray:
+        """Positions of the rows whose image ``paths[r]`` exists under ``image_root``."""
+        found = existing_files(self.image_root, paths)
+        return np.flatnonzero(self.keep(found, label_file, lines.__getitem__, paths.__getitem__))
+
     def report(self) -> None:
         if self.skipped:
             logger.warning(
@@ -343,3 +351,43 @@ def column_index(path: Path, header: Sequence[str], name: str, what: str) -> int
         raise DatasetFormatError(
             path, f"no column {name!r}", f"{what} (header: {', '.join(header)})", 1
         ) from None
+
+
+def require_au_columns(
+    file: Path, by_au: dict[int, int], wanted: Sequence[int], what: str = "AU columns"
+) -> list[int]:
+    """The column of each wanted AU; absent AUs are an error naming them and the file's AUs."""
+    absent = [a for a in wanted if a not in by_au]
+    if absent or not wanted:
+        problem = f"no column for AU {', '.join(map(str, absent))}" if absent else "no AU columns"
+        raise DatasetFormatError(file, problem, f"{what} (it has AUs {sorted(by_au)})", 1)
+    return [by_au[a] for a in wanted]
+
+
+def expression_index(
+    paths: np.ndarray,
+    expression: np.ndarray,
+    names: Sequence[str],
+    *,
+    root: Path,
+    dataset: str,
+    sources: SourceLog,
+    extras: dict[str, np.ndarray] | None = None,
+) -> FrameIndex:
+    """Images with expression labels and no AU labels; each image is its own subject and
+    video (named by its path without the suffix)."""
+    ids = np.array([p.rsplit(".", 1)[0] for p in paths.tolist()], dtype=str)
+    return FrameIndex.from_columns(
+        path=paths,
+        subject=ids,
+        video=ids,
+        frame=np.zeros(len(paths), dtype=np.int32),
+        aus=(),
+        occurrence=np.zeros((len(paths), 0), dtype=np.int8),
+        expression=expression,
+        expression_names=tuple(names),
+        extras=extras or {},
+        root=str(root),
+        dataset=dataset,
+        sources=sources.entries,
+    )

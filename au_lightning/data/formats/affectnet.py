@@ -22,7 +22,7 @@ from au_lightning.data.formats._common import (
     MissingImages,
     SourceLog,
     column_index,
-    existing_files,
+    expression_index,
     int_column,
     logger,
     read_csv_rows,
@@ -70,20 +70,13 @@ def read_affectnet(
     paths = np.array([r[path_col].strip() for r in rows], dtype=str)
     sel = np.flatnonzero(valid)
     missing = MissingImages("affectnet", on_missing_image, image_root)
-    found = existing_files(image_root, paths[sel])
-    keep = sel[missing.keep(found, file, lambda r: lines[sel[r]], lambda r: str(paths[sel[r]]))]
+    keep = sel[missing.keep_existing(paths[sel], file, [lines[i] for i in sel])]
     missing.report()
-    stems = np.array([p.rsplit(".", 1)[0] for p in paths[keep].tolist()], dtype=str)
-    return FrameIndex.from_columns(
-        path=paths[keep],
-        subject=stems,
-        video=stems,
-        frame=np.zeros(len(keep), dtype=np.int32),
-        aus=(),
-        occurrence=np.zeros((len(keep), 0), dtype=np.int8),
-        expression=labels[keep],
-        expression_names=AFFECTNET_EXPRESSIONS,
-        root=str(image_root),
+    return expression_index(
+        paths[keep],
+        labels[keep],
+        AFFECTNET_EXPRESSIONS,
+        root=image_root,
         dataset="affectnet",
-        sources=sources.entries,
+        sources=sources,
     )

@@ -29,6 +29,7 @@ from au_lightning.data.formats._common import (
     logger,
     numbered_images,
     read_int_csv,
+    require_au_columns,
     require_dir,
 )
 from au_lightning.data.index import FrameIndex, resolve_aus
@@ -157,15 +158,7 @@ def _au_columns(file: Path, header: list[str], wanted: tuple[int, ...]) -> np.nd
         if au is None:
             raise DatasetFormatError(file, f"header cell {name!r} is not an AU", "AU numbers", 1)
         by_au.setdefault(au, col)
-    absent = [a for a in wanted if a not in by_au]
-    if absent:
-        raise DatasetFormatError(
-            file,
-            f"no column for AU {', '.join(map(str, absent))}",
-            f"a header naming every requested AU (it has {sorted(by_au)})",
-            1,
-        )
-    return np.array([by_au[a] for a in wanted])
+    return np.array(require_au_columns(file, by_au, wanted, "a header naming every requested AU"))
 
 
 def _read_intensity(

@@ -21,9 +21,9 @@ from au_lightning.data.formats._common import (
     SourceLog,
     au_number,
     column_index,
-    existing_files,
     int_column,
     read_csv_rows,
+    require_au_columns,
 )
 from au_lightning.data.index import FrameIndex, resolve_aus
 
@@ -58,43 +58,22 @@ def read_emotionet(
     au_cols = {au_number(h): i for i, h in enumerate(header) if h.strip("'\" ").startswith("AU")}
     au_cols.pop(None, None)
     wanted = tuple(au_cols) if aus is None else resolve_aus(aus)
-    absent = [a for a in wanted if a not in au_cols]
-    if absent or not wanted:
-        raise DatasetFormatError(
-            file,
-            f"no column for AU {', '.join(map(str, absent))}" if absent else "no AU columns",
-            f"'AU N' columns (it has AUs {sorted(au_cols)})",
-            1,
-        )
-    occ = (
-        np.stack(
-            [
-                int_column(
-                    file,
-                    header[au_cols[a]],
-                    [r[au_cols[a]] for r in rows],
-                    lines,
-                    allowed=(0, 1, UNKNOWN),
-                )
-                for a in wanted
-            ],
-            axis=1,
-        )
-        if rows
-        else np.zeros((0, len(wanted)), dtype=np.int64)
-    )
+    columns = require_au_columns(file, au_cols, wanted, "'AU N' columns")
+    occ = np.zeros((len(rows), len(wanted)), dtype=np.int64)
+    for j, col in enumerate(columns):
+        cells = [r[col] for r in rows]
+        occ[:, j] = int_column(file, header[col], cells, lines, allowed=(0, 1, UNKNOWN))
     occ[occ == UNKNOWN] = -1
     names = np.array([r[url_col].strip().rstrip("/").rsplit("/", 1)[-1] for r in rows], dtype=str)
     _check_unique(file, names, lines)
-    found = existing_files(image_root, names)
     missing = MissingImages("emotionet", on_missing_image, image_root)
-    keep = missing.keep(found, file, lines.__getitem__, lambda r: str(names[r]))
+    keep = missing.keep_existing(names, file, lines)
     missing.report()
     return FrameIndex.from_columns(
         path=names[keep],
         subject=names[keep],
         video=names[keep],
-        frame=np.zeros(int(keep.sum()), dtype=np.int32),
+        frame=np.zeros(len(keep), dtype=np.int32),
         aus=wanted,
         occurrence=occ[keep],
         root=str(image_root),

@@ -23,7 +23,7 @@ from au_lightning.data.formats._common import (
     MissingImagePolicy,
     MissingImages,
     SourceLog,
-    existing_files,
+    expression_index,
     read_text,
 )
 from au_lightning.data.index import FrameIndex
@@ -79,23 +79,16 @@ def read_rafdb(
         ],
         dtype=str,
     )
-    missing = MissingImages("rafdb", on_missing_image, root)
     sel = np.flatnonzero(rows)
-    found = existing_files(root, paths[sel])
-    keep = sel[missing.keep(found, file, lambda r: lines[sel[r]], lambda r: str(paths[sel[r]]))]
+    missing = MissingImages("rafdb", on_missing_image, root)
+    keep = sel[missing.keep_existing(paths[sel], file, [lines[i] for i in sel])]
     missing.report()
-    stems = np.array([n.rsplit(".", 1)[0] for n in names], dtype=str)[keep]
-    return FrameIndex.from_columns(
-        path=paths[keep],
-        subject=stems,
-        video=stems,
-        frame=np.zeros(len(keep), dtype=np.int32),
-        aus=(),
-        occurrence=np.zeros((len(keep), 0), dtype=np.int8),
-        expression=np.array(labels, dtype=np.int8)[keep],
-        expression_names=RAFDB_EXPRESSIONS,
-        extras={"partition": split[keep]},
-        root=str(root),
+    return expression_index(
+        paths[keep],
+        np.array(labels, dtype=np.int8)[keep],
+        RAFDB_EXPRESSIONS,
+        root=root,
         dataset="rafdb",
-        sources=sources.entries,
+        sources=sources,
+        extras={"partition": split[keep]},
     )

@@ -24,9 +24,9 @@ from au_lightning.data.formats._common import (
     SourceLog,
     au_number,
     column_index,
-    existing_files,
     int_column,
     read_csv_rows,
+    require_au_columns,
 )
 from au_lightning.data.index import FrameIndex, resolve_aus
 
@@ -80,14 +80,7 @@ def read_table(
             bad = header[mapping[None]]
             raise DatasetFormatError(file, f"column {bad!r} is not an AU", "AU<n> or AU<n>_int", 1)
     wanted = tuple(sorted(occ_cols)) if aus is None else resolve_aus(aus)
-    absent = [a for a in wanted if a not in occ_cols]
-    if absent:
-        raise DatasetFormatError(
-            file,
-            f"no column for AU {', '.join(map(str, absent))}",
-            f"AU<n> columns (it has AUs {sorted(occ_cols)})",
-            1,
-        )
+    require_au_columns(file, occ_cols, wanted, "AU<n> columns")
     unknown = tuple(int(v) for v in unknown_values)
 
     def labels(col: int, allowed: Iterable[int]) -> np.ndarray:
@@ -125,9 +118,7 @@ def read_table(
     frame = int_column(file, "frame", [r[cols["frame"]] for r in rows], lines)
     paths = np.array([r[cols["path"]].strip() for r in rows], dtype=str)
     missing = MissingImages(dataset, on_missing_image, image_root)
-    keep = missing.keep(
-        existing_files(image_root, paths), file, lines.__getitem__, lambda r: str(paths[r])
-    )
+    keep = missing.keep_existing(paths, file, lines)
     missing.report()
 
     def text(name: str) -> np.ndarray:
