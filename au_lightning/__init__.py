@@ -1,0 +1,50 @@
+"""au-lightning: facial action unit research on PyTorch Lightning.
+
+The public API is what this module and its subpackages' ``__init__`` export; plugins import
+nothing else from the core.
+"""
+
+from au_lightning import data, metrics, registry
+from au_lightning.data import (
+    AU_SETS,
+    AUDataModule,
+    DatasetFormatError,
+    Fold,
+    FrameDataset,
+    FrameIndex,
+    ImageReadError,
+    SplitError,
+    read_dataset,
+)
+from au_lightning.metrics import (
+    AUDetectionMetrics,
+    event_f1,
+    f1_at_thresholds,
+    icc3_1,
+    intensity_mae,
+    mean_over_folds,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AU_SETS",
+    "AUDataModule",
+    "AUDetectionMetrics",
+    "DatasetFormatError",
+    "Fold",
+    "FrameDataset",
+    "FrameIndex",
+    "ImageReadError",
+    "SplitError",
+    "__version__",
+    "data",
+    "event_f1",
+    "f1_at_thresholds",
+    "icc3_1",
+    "intensity_mae",
+    "mean_over_folds",
+    "metrics",
+    "read_dataset",
+    "registry",
+]
