@@ -1,0 +1,70 @@
+"""Dataset formats are found through entry points, as a third party's would be."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from au_lightning.data import read_dataset
+from au_lightning.registry import (
+    DATASETS_GROUP,
+    PluginLoadError,
+    UnknownPluginError,
+    discover,
+    load,
+)
+
+BUILT_IN = {"affectnet", "bp4d", "bp4dplus", "disfa", "emotionet", "rafdb", "table"}
+
+
+def test_built_in_readers_are_registered_by_the_distribution() -> None:
+    found = discover(DATASETS_GROUP)
+    assert set(found) >= BUILT_IN
+    for name in BUILT_IN:
+        assert found[name].distribution == "au-lightning"
+        assert found[name].value.startswith(f"au_lightning.data.formats.{name}:read_")
+
+
+@pytest.fixture
+def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An installed distribution (a .dist-info with entry_points.txt) on a temporary path."""
+    site = tmp_path / "site"
+    dist = site / "my_au_formats-1.2.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-au-formats\nVersion: 1.2\n")
+    (dist / "entry_points.txt").write_text(
+        "[au_lightning.datasets]\n"
+        "lines = my_au_formats:read_lines\n"
+        "broken = my_au_formats_broken:read\n"
+    )
+    (site / "my_au_formats.py").write_text(
+        "import numpy as np\n"
+        "from au_lightning.data import FrameIndex\n"
+        "def read_lines(root, aus=(12,)):\n"
+        "    names = open(f'{root}/list.txt').read().split()\n"
+        "    n = len(names)\n"
+        "    return FrameIndex.from_columns(path=names, subject=names, video=names,\n"
+        "        frame=np.zeros(n), aus=aus, occurrence=np.ones((n, len(aus))), dataset='lines')\n"
+    )
+    (site / "my_au_formats_broken.py").write_text("import a_module_that_is_not_installed\n")
+    monkeypatch.syspath_prepend(str(site))
+    return tmp_path
+
+
+def test_third_party_format_is_discovered_and_read(third_party: Path) -> None:
+    plugin = discover(DATASETS_GROUP)["lines"]
+    assert (plugin.distribution, plugin.version) == ("my-au-formats", "1.2")
+    (third_party / "list.txt").write_text("a.png b.png")
+    index = read_dataset("lines", third_party)
+    assert index.path.tolist() == ["a.png", "b.png"] and index.dataset == "lines"
+    np.testing.assert_array_equal(index.occurrence, [[1], [1]])
+
+
+def test_a_broken_plugin_is_reported_and_the_others_still_work(third_party: Path) -> None:
+    with pytest.raises(PluginLoadError, match=r"'broken'.*my-au-formats.*a_module_that_is_not"):
+        load(DATASETS_GROUP, "broken")
+    assert callable(load(DATASETS_GROUP, "lines"))
+    with pytest.raises(UnknownPluginError, match=r"known: .*broken.*lines"):
+        load(DATASETS_GROUP, "linez")
