@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from au_lightning.data import AUDataModule, ImageReadError, SplitError
+from au_lightning.data import AUDataModule, DatasetFormatError, ImageReadError, SplitError
 from tests.layouts import write_bp4d_occ, write_disfa, write_image
 
 SUBJECTS = ["F001", "F002", "F003", "M001", "M002", "M009"]
@@ -93,8 +93,13 @@ def test_cross_dataset_protocol(bp4d: Path, tmp_path: Path) -> None:
 def test_user_errors_are_clear(bp4d: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"bp4d dataset root .*nowhere.* does not exist"):
         make(tmp_path / "nowhere", tmp_path).setup("fit")
-    with pytest.raises(ValueError, match="AU 9 not in the bp4d labels"):
-        make(bp4d, tmp_path, aus=[1, 9]).setup("fit")
+    with pytest.raises(DatasetFormatError, match=r"F001_T1\.csv:1: no column for AU 100"):
+        make(bp4d, tmp_path, aus=[1, 100]).setup("fit")
+    uncoded = tmp_path / "uncoded"
+    for subject in ("F001", "F002"):
+        write_bp4d_occ(uncoded, subject, "T1", {1: {9: 9}, 2: {9: 9}})  # AU9 never coded
+    with pytest.raises(ValueError, match="AU 9 has no known label in the bp4d data"):
+        make(uncoded, tmp_path, aus=[1, 9]).setup("fit")
     with pytest.raises(ValueError, match=r"fold 3 out of range: this protocol has 3 folds"):
         make(bp4d, tmp_path, fold=3).setup("fit")
     with pytest.raises(ValueError, match="unknown sampler 'momo'; known: random"):
@@ -162,3 +167,17 @@ def test_published_parts_with_a_trainer(tmp_path: Path) -> None:
     assert model.seen["train"] | model.seen["val"] == {"F001", "M007", "M011", "F003"}
     assert len(model.seen["val"]) == 1
     assert np.isin(dm.test_rows, dm.train_rows).sum() == 0
+
+
+def test_synth_option_generates_on_first_use(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AU_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    synth = {"subjects": 6, "videos": 1, "frames": 8, "size": 40, "seed": 2, "workers": 1}
+    dm = AUDataModule(dataset="bp4d", synth=synth, protocol="bp4d_3fold", fold="part2",
+                      image_size=36, crop_size=32, batch_size=4)  # fmt: skip
+    dm.setup("fit")
+    generated = list((tmp_path / "cache" / "synthau").iterdir())
+    assert len(generated) == 1 and (generated[0] / "synthau.json").is_file()
+    assert set(dm.index.subject[dm.test_rows]) == {"M011", "F003"}  # part2 of the published list
+    assert next(iter(dm.test_dataloader()))["image"].shape == (4, 3, 32, 32)
+    with pytest.raises(ValueError, match="give root or synth, not both"):
+        AUDataModule(dataset="bp4d", root=str(tmp_path), synth=synth)

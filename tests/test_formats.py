@@ -327,3 +327,18 @@ def test_read_dataset_resolves_entry_points_and_reports_errors(bp4d: Path) -> No
         read_dataset("bp4d", bp4d, intensty=True)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_dataset("bp4d", bp4d / "nope")
+
+
+def test_rafdb_consistency_file_becomes_weight(tmp_path: Path) -> None:
+    write_rafdb(tmp_path, [("train_00001.jpg", 5), ("train_00002.jpg", 7), ("test_0001.jpg", 1)])
+    (tmp_path / "EmoLabel" / "consistency.txt").write_text(
+        "train_00001.jpg 0.9\ntrain_00002.jpg 0.25\ntest_0001.jpg 1\n"
+    )
+    ix = read_rafdb(tmp_path, consistency_file="EmoLabel/consistency.txt")
+    assert ix.weight.tolist() == pytest.approx([0.9, 0.25])
+    (tmp_path / "EmoLabel" / "consistency.txt").write_text("train_00001.jpg 0.9\n")
+    with pytest.raises(DatasetFormatError, match=r"consistency\.txt: no value for 'train_00002"):
+        read_rafdb(tmp_path, consistency_file="EmoLabel/consistency.txt")
+    (tmp_path / "EmoLabel" / "consistency.txt").write_text("train_00001.jpg 0.9\nx 1.5\n")
+    with pytest.raises(DatasetFormatError, match=r"consistency\.txt:2: line 'x 1.5'"):
+        read_rafdb(tmp_path, consistency_file="EmoLabel/consistency.txt")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from au_lightning.data.cache import cached_read
 from au_lightning.data.datasets import FrameDataset
-from au_lightning.data.formats import read_dataset
+from au_lightning.data.formats import read_dataset, reader_options
 from au_lightning.data.index import FrameIndex, resolve_aus
 from au_lightning.data.splits import (
     Fold,
@@ -26,6 +26,7 @@ from au_lightning.data.splits import (
     subject_folds,
     validation_reserve,
 )
+from au_lightning.data.synth import ensure_synthau
 from au_lightning.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -48,6 +49,10 @@ class AUDataModule(L.LightningDataModule):
     Args:
         dataset: reader name in ``au_lightning.datasets`` (``bp4d``, ``disfa``, ``table`` ...).
         root: dataset root.
+        synth: instead of ``root``, generate SynthAU in the ``dataset`` layout with these
+            parameters (e.g. ``{subjects: 12, videos: 4, frames: 120, size: 112, seed: 0}``)
+            on first use, into ``$AU_LIGHTNING_CACHE/synthau``, and read it with the real
+            reader.
         reader_options: keyword options of the reader (e.g. ``intensity_threshold: ">=2"``).
         aus: AU set name or AU numbers; None keeps the reader's default set.
         protocol: ``kfold`` (seeded, balanced), ``loso``, ``parts`` (explicit ``parts``),
@@ -56,7 +61,8 @@ class AUDataModule(L.LightningDataModule):
         num_folds: k for ``kfold``.
         fold: the test fold, by 0-based position or by name (``"part1"``, a LOSO subject).
         parts: ``{part name: [subjects]}`` for ``protocol="parts"``.
-        test_dataset, test_root, test_reader_options: the test set of ``protocol="cross"``.
+        test_dataset, test_root, test_reader_options, test_synth: the test set of
+            ``protocol="cross"`` (``test_synth`` as ``synth``).
         val_strategy: ``subjects`` (hold out training subjects), ``frames`` (a fraction of
             each training subject's frames) or ``none``.
         val_fraction: fraction for the validation reserve (0.2 subjects; MAL uses 0.02 frames).
@@ -72,6 +78,7 @@ class AUDataModule(L.LightningDataModule):
         self,
         dataset: str = "bp4d",
         root: str = "",
+        synth: dict[str, int | float] | None = None,
         reader_options: dict[str, Any] | None = None,
         aus: str | list[int] | None = None,
         protocol: Protocol = "kfold",
@@ -81,6 +88,7 @@ class AUDataModule(L.LightningDataModule):
         test_dataset: str | None = None,
         test_root: str | None = None,
         test_reader_options: dict[str, Any] | None = None,
+        test_synth: dict[str, int | float] | None = None,
         val_strategy: ValidationStrategy = "subjects",
         val_fraction: float = 0.2,
         image_size: int = 256,
@@ -97,8 +105,11 @@ class AUDataModule(L.LightningDataModule):
         super().__init__()
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
-        if protocol == "cross" and not (test_dataset and test_root):
-            raise ValueError("protocol 'cross' needs test_dataset and test_root")
+        if protocol == "cross" and not (test_dataset and (test_root or test_synth)):
+            raise ValueError("protocol 'cross' needs test_dataset and test_root (or test_synth)")
+        for given_root, given_synth, what in ((root, synth, ""), (test_root, test_synth, "test_")):
+            if given_root and given_synth:
+                raise ValueError(f"give {what}root or {what}synth, not both")
         if protocol == "parts" and not parts:
             raise ValueError("protocol 'parts' needs parts: {name: [subjects]}")
         self.save_hyperparameters()
@@ -109,11 +120,31 @@ class AUDataModule(L.LightningDataModule):
         self.fold: Fold | None = None
         self.train_rows = self.val_rows = self.test_rows = np.zeros(0, dtype=np.int64)
 
-    def _read(self, name: str, root: str, options: dict[str, Any] | None) -> FrameIndex:
+    def _read(
+        self,
+        name: str,
+        root: str | None,
+        options: dict[str, Any] | None,
+        synth: dict[str, int | float] | None,
+    ) -> FrameIndex:
+        if synth is not None:
+            root = str(ensure_synthau(name, **synth))
         read = cached_read if self.hparams.cache else read_dataset
-        index = read(name, root, **(options or {}))
-        aus = self.hparams.aus
-        return index if aus is None else index.select_aus(resolve_aus(aus))
+        options = dict(options or {})
+        aus = None if self.hparams.aus is None else resolve_aus(self.hparams.aus)
+        if aus is not None and "aus" not in options and reader_options(name).count("aus"):
+            options["aus"] = list(aus)
+        index = read(name, root or "", **options)
+        if aus is not None:
+            index = index.select_aus(aus)
+        known = (index.occurrence >= 0).sum(0)
+        never_known = [a for a, n in zip(index.aus, known, strict=True) if n == 0]
+        if never_known:
+            raise ValueError(
+                f"AU {', '.join(map(str, never_known))} has no known label in the {name} data "
+                "(every frame is unknown, e.g. 9 = not coded); choose AUs the dataset codes"
+            )
+        return index
 
     def folds(self, index: FrameIndex) -> list[Fold]:
         """Every fold of the configured protocol (``cv`` iterates over these)."""
@@ -132,9 +163,11 @@ class AUDataModule(L.LightningDataModule):
         if self.index is not None:
             return
         hp = self.hparams
-        index = self._read(hp.dataset, hp.root, hp.reader_options)
+        index = self._read(hp.dataset, hp.root, hp.reader_options, hp.synth)
         if hp.protocol == "cross":
-            test_index = self._read(hp.test_dataset, hp.test_root, hp.test_reader_options)
+            test_index = self._read(
+                hp.test_dataset, hp.test_root, hp.test_reader_options, hp.test_synth
+            )
             self.fold = cross_dataset_fold(index, test_index)
             train_rows, test_rows = np.arange(len(index)), np.arange(len(test_index))
         else:

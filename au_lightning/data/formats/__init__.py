@@ -32,18 +32,23 @@ __all__ = [
     "read_emotionet",
     "read_rafdb",
     "read_table",
+    "reader_options",
 ]
+
+
+def reader_options(name: str) -> list[str]:
+    """The keyword options of the reader registered as ``name`` (its parameters after root)."""
+    return list(inspect.signature(load(DATASETS_GROUP, name)).parameters)[1:]
 
 
 def read_dataset(name: str, root: str | Path, **options: Any) -> FrameIndex:
     """Read ``root`` with the reader registered as ``name`` in ``au_lightning.datasets``."""
-    if not Path(root).exists():
+    if not str(root) or not Path(root).exists():
         raise FileNotFoundError(f"{name} dataset root {str(root)!r} does not exist")
     reader = load(DATASETS_GROUP, name)
-    params = inspect.signature(reader).parameters
     try:
         inspect.signature(reader).bind(root, **options)
     except TypeError as err:
-        accepted = ", ".join(p for p in list(params)[1:])
+        accepted = ", ".join(reader_options(name))
         raise TypeError(f"{name} reader: {err}; its options are: {accepted}") from None
     return reader(root, **options)

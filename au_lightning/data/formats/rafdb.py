@@ -38,6 +38,7 @@ def read_rafdb(
     *,
     partition: Literal["train", "test", "all"] = "train",
     aligned: bool = True,
+    consistency_file: str | None = None,
     on_missing_image: MissingImagePolicy = "error",
 ) -> FrameIndex:
     """Read RAF-DB basic expressions.
@@ -46,6 +47,9 @@ def read_rafdb(
         root: dataset root holding ``EmoLabel/`` and ``Image/``.
         partition: ``"train"`` or ``"test"`` (by file-name prefix), or ``"all"``.
         aligned: use ``Image/aligned/<stem>_aligned.jpg`` (else ``Image/original/<name>``).
+        consistency_file: optional ``<name> <value>`` lines (relative to ``root``, e.g.
+            SynthAU's ``EmoLabel/consistency.txt``): annotator consistency, read into
+            ``weight``; every labelled image must have one.
         on_missing_image: ``"error"`` or ``"skip"`` (counted and logged).
     """
     if partition not in ("train", "test", "all"):
@@ -83,7 +87,7 @@ def read_rafdb(
     missing = MissingImages("rafdb", on_missing_image, root)
     keep = sel[missing.keep_existing(paths[sel], file, [lines[i] for i in sel])]
     missing.report()
-    return expression_index(
+    index = expression_index(
         paths[keep],
         np.array(labels, dtype=np.int8)[keep],
         RAFDB_EXPRESSIONS,
@@ -92,3 +96,33 @@ def read_rafdb(
         sources=sources,
         extras={"partition": split[keep]},
     )
+    if consistency_file is None:
+        return index
+    weights = _read_consistency(root / consistency_file, sources)
+    chosen = [names[i] for i in keep]
+    absent = [n for n in chosen if n not in weights]
+    if absent:
+        raise DatasetFormatError(
+            root / consistency_file, f"no value for {absent[0]!r}", "a line per labelled image"
+        )
+    return index.replace(
+        weight=np.array([weights[n] for n in chosen], dtype=np.float32), sources=sources.entries
+    )
+
+
+def _read_consistency(file: Path, sources: SourceLog) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for number, line in enumerate(read_text(file, sources).splitlines(), start=1):
+        if not line.strip():
+            continue
+        cells = line.split()
+        try:
+            name, value = cells[0], float(cells[1])
+            if len(cells) != 2 or not 0 <= value <= 1:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise DatasetFormatError(
+                file, f"line {line!r}", "'<name>.jpg <value in 0..1>'", number
+            ) from None
+        values[name] = value
+    return values
