@@ -52,8 +52,12 @@ def heatmap(matrix: np.ndarray, labels: list[str], path: Path, cell: int = 36) -
 class SmallCNN(L.LightningModule):
     """Four conv blocks and a linear multi-label head; masked BCE."""
 
-    def __init__(self, n_aus: int, aus: tuple[int, ...]) -> None:
+    def __init__(self, aus: tuple[int, ...], pos_weight: torch.Tensor | None = None) -> None:
         super().__init__()
+        n_aus = len(aus)
+        self.register_buffer(
+            "pos_weight", pos_weight if pos_weight is not None else torch.ones(n_aus)
+        )
         blocks, width = [], 3
         for out in (32, 64, 96, 128):
             blocks += [nn.Conv2d(width, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(),
@@ -67,7 +71,10 @@ class SmallCNN(L.LightningModule):
         logits = self.net(batch["image"])
         target = batch["occurrence"].float()
         known = target >= 0
-        return nn.functional.binary_cross_entropy_with_logits(logits[known], target[known])
+        weight = self.pos_weight.expand_as(target)[known]
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits[known], target[known], pos_weight=weight
+        )
 
     def test_step(self, batch, _):
         self.test_metrics.update(torch.sigmoid(self.net(batch["image"])), batch["occurrence"])
@@ -79,7 +86,14 @@ class SmallCNN(L.LightningModule):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--size", type=int, default=112, help="generated image size")
+    parser.add_argument("--train-size", type=int, default=64, help="image size for training")
+    parser.add_argument(
+        "--pos-weight",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="weight positives by (1 - p) / p of the training base rates",
+    )
     parser.add_argument(
         "--heatmap", type=Path, default=Path("docs/images/synthau_cooccurrence.png")
     )
@@ -107,10 +121,15 @@ def main() -> None:
 
         dm = AUDataModule(dataset="bp4d", root=str(result.root), aus=list(SYNTH_AUS),
                           protocol="bp4d_3fold", fold="part1", val_strategy="none",
-                          image_size=args.size, crop_size=args.size - 8, batch_size=64,
+                          image_size=args.train_size, crop_size=args.train_size * 7 // 8,
+                          batch_size=64,
                           num_workers=2, cache=False)  # fmt: skip
         torch.manual_seed(0)
-        model = SmallCNN(len(SYNTH_AUS), SYNTH_AUS)
+        dm.setup("fit")
+        train = dm.index.occurrence[dm.train_rows]
+        train_rates = (train == 1).sum(0) / (train >= 0).sum(0)
+        weights = torch.tensor((1 - train_rates) / train_rates, dtype=torch.float32)
+        model = SmallCNN(SYNTH_AUS, weights.clamp(max=20) if args.pos_weight else None)
         trainer = L.Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False,
                             enable_model_summary=False, limit_val_batches=0)  # fmt: skip
@@ -124,9 +143,6 @@ def main() -> None:
               f"test subjects {sorted(set(dm.index.subject[dm.test_rows]))}\n")  # fmt: skip
         print("| AU | train base rate | test F1 | all-positive F1 |")
         print("|---|---|---|---|")
-        train_rates = (dm.index.occurrence[dm.train_rows] == 1).sum(0) / (
-            dm.index.occurrence[dm.train_rows] >= 0
-        ).sum(0)
         rows = []
         for j, au in enumerate(SYNTH_AUS):
             known = test_occ[:, j] >= 0
