@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AU_SETS", "FrameIndex", "intensity_threshold", "resolve_aus"]
+__all__ = [
+    "AU_SETS",
+    "FrameIndex",
+    "intensity_threshold",
+    "occurrence_from_intensity",
+    "resolve_aus",
+]
 
 #: Named AU sets used by the papers and the published protocols.
 AU_SETS: dict[str, tuple[int, ...]] = {
@@ -59,6 +65,13 @@ def intensity_threshold(rule: str | int) -> int:
     if not 1 <= level <= 5:
         raise ValueError(f"intensity threshold {rule!r}: minimum intensity must be in 1..5")
     return level
+
+
+def occurrence_from_intensity(intensity: np.ndarray, level: int = 1) -> np.ndarray:
+    """int8 occurrence: 1 where intensity >= ``level``, 0 below, -1 where intensity is -1."""
+    occ = (intensity >= level).astype(np.int8)
+    occ[intensity < 0] = -1
+    return occ
 
 
 def _categorical(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -283,9 +296,7 @@ class FrameIndex:
         if self.intensity is None:
             raise ValueError(f"the {self.dataset or 'dataset'} index has no intensity labels")
         level = intensity_threshold(rule)
-        occ = (self.intensity >= level).astype(np.int8)
-        occ[self.intensity < 0] = -1
-        return self.replace(occurrence=occ)
+        return self.replace(occurrence=occurrence_from_intensity(self.intensity, level))
 
     # -- combination and storage ------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from au_lightning.data.errors import DatasetFormatError, ImageReadError
 
-__all__ = ["read_video_frame", "video_frame_count"]
+__all__ = ["MJPGWriter", "opencv_available", "read_video_frame", "video_frame_count"]
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".wmv")
 
@@ -22,6 +22,14 @@ def _cv2() -> Any:
             "reading frames from video needs OpenCV: pip install 'au-lightning[video]'"
         ) from err
     return cv2
+
+
+def opencv_available() -> bool:
+    try:
+        _cv2()
+    except ImportError:
+        return False
+    return True
 
 
 def video_frame_count(path: Path) -> int:
@@ -50,3 +58,19 @@ def read_video_frame(path: Path, position: int) -> np.ndarray:
     if not ok:
         raise ImageReadError(f"{path}: cannot decode frame at position {position}")
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+class MJPGWriter:
+    """Writes RGB frames (size x size) to an MJPG ``.avi``."""
+
+    def __init__(self, path: Path, size: int, fps: float = 25) -> None:
+        self.cv2 = _cv2()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fourcc = self.cv2.VideoWriter_fourcc(*"MJPG")
+        self.writer = self.cv2.VideoWriter(str(path), fourcc, fps, (size, size))
+
+    def write(self, rgb: np.ndarray) -> None:
+        self.writer.write(self.cv2.cvtColor(rgb, self.cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        self.writer.release()

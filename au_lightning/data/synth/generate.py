@@ -28,6 +28,7 @@ from au_lightning.data.synth.expressions import sample_expression_image
 from au_lightning.data.synth.face import SYNTH_AUS, render_face, sample_look
 from au_lightning.data.synth.subjects import SynthSubject, layout_key, make_subjects
 from au_lightning.data.synth.writers import LabelWriter, SynthVideo, writer_for
+from au_lightning.data.video import MJPGWriter, opencv_available
 
 __all__ = ["LAYOUTS", "Layout", "SynthResult", "ensure_synthau", "generate"]
 
@@ -76,7 +77,7 @@ def _render_video(job: VideoJob) -> SynthVideo:
     keep = np.arange(0, job.n_frames, job.keep_every)
     frames = job.first_frame + keep
     paths = [job.image_name.format(frame=int(f)) for f in frames]
-    recorder = _VideoRecorder(Path(job.out) / job.video_file, job.size) if job.video_file else None
+    recorder = MJPGWriter(Path(job.out) / job.video_file, job.size) if job.video_file else None
     for t, rel in zip(keep.tolist(), paths, strict=True):
         shown = {au: min(5.0, timeline[t, j] + bias.get(au, 0.0)) for j, au in enumerate(SYNTH_AUS)}
         image = render_face(job.subject.look, shown, track[t], job.size, pixels_rng)
@@ -99,38 +100,15 @@ def _render_video(job: VideoJob) -> SynthVideo:
     )
 
 
-class _VideoRecorder:
-    """Also writes the frames as an MJPG .avi when OpenCV (extra ``video``) is installed."""
-
-    def __init__(self, path: Path, size: int) -> None:
-        import cv2
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.cv2 = cv2
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (size, size))
-
-    def write(self, rgb: np.ndarray) -> None:
-        self.writer.write(self.cv2.cvtColor(rgb, self.cv2.COLOR_RGB2BGR))
-
-    def close(self) -> None:
-        self.writer.release()
-
-
-def _has_cv2() -> bool:
-    try:
-        import cv2  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _video_specs(
     layout: str, subject: str, s: int, videos: int, frames: int, seed: int
 ) -> list[tuple[str, int, int, str, str | None]]:
     """(video name, frame count, first frame number, image path pattern, video file) of one
     subject's videos in ``layout``."""
     if layout == "disfa":
-        video_file = f"Videos_LeftCamera/LeftVideo{subject}_comp.avi" if _has_cv2() else None
+        video_file = (
+            f"Videos_LeftCamera/LeftVideo{subject}_comp.avi" if opencv_available() else None
+        )
         return [(subject, frames * videos, 1, f"{subject}/{{frame}}.jpg", video_file)]
     specs = []
     for v in range(videos):

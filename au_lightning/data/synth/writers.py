@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from au_lightning.data.index import AU_SETS
+from au_lightning.data.index import AU_SETS, occurrence_from_intensity
 from au_lightning.data.synth.dynamics import NUISANCE_FIELDS
 from au_lightning.data.synth.face import SYNTH_AUS
 
@@ -57,9 +57,7 @@ class SynthVideo:
 
     @property
     def occurrence(self) -> np.ndarray:
-        occ = (self.intensity >= 1).astype(np.int8)
-        occ[self.intensity < 0] = -1
-        return occ
+        return occurrence_from_intensity(self.intensity)
 
     def column(self, au: int, *, intensity: bool = False) -> np.ndarray:
         values = self.intensity if intensity else self.occurrence
