@@ -132,7 +132,7 @@ class AUDataModule(L.LightningDataModule):
         read = cached_read if self.hparams.cache else read_dataset
         options = dict(options or {})
         aus = None if self.hparams.aus is None else resolve_aus(self.hparams.aus)
-        if aus is not None and "aus" not in options and reader_options(name).count("aus"):
+        if aus is not None and "aus" not in options and "aus" in reader_options(name):
             options["aus"] = list(aus)
         index = read(name, root or "", **options)
         if aus is not None:
