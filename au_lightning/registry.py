@@ -15,10 +15,13 @@ __all__ = [
     "DATASETS_GROUP",
     "METHODS_GROUP",
     "Plugin",
+    "PluginInfo",
     "PluginLoadError",
     "UnknownPluginError",
+    "describe",
     "discover",
     "load",
+    "resolve",
 ]
 
 METHODS_GROUP = "au_lightning.methods"
@@ -46,6 +49,24 @@ class Plugin:
     @property
     def entry_point(self) -> EntryPoint:
         return EntryPoint(self.name, self.value, self.group)
+
+    @property
+    def class_path(self) -> str:
+        """``module.attr`` of the entry point's ``module:attr`` value."""
+        return self.value.replace(":", ".")
+
+    @property
+    def class_name(self) -> str:
+        return self.value.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginInfo:
+    """A plugin as ``au-lightning plugins`` lists it; ``error`` is set if it failed to import."""
+
+    plugin: Plugin
+    description: str
+    error: str | None = None
 
 
 def discover(group: str) -> dict[str, Plugin]:
@@ -82,3 +103,31 @@ def load(group: str, name: str) -> Any:
             f"{plugin.distribution or 'unknown distribution'}) failed to import: "
             f"{type(err).__name__}: {err}"
         ) from err
+
+
+def describe(group: str) -> list[PluginInfo]:
+    """Every plugin of ``group`` with the first line of its docstring, importing each one; a
+    plugin that fails to import is listed with its error, and the others are unaffected."""
+    infos = []
+    for name, plugin in sorted(discover(group).items()):
+        try:
+            obj = load(group, name)
+        except PluginLoadError as err:
+            infos.append(PluginInfo(plugin, "", str(err.__cause__ or err)))
+            continue
+        doc = (getattr(obj, "__doc__", None) or "").strip()
+        infos.append(PluginInfo(plugin, doc.splitlines()[0] if doc else ""))
+    return infos
+
+
+def resolve(group: str, spec: str) -> Plugin:
+    """The plugin named by its entry-point name (``maml``), its class name (``MAML``) or its
+    full class path (``au_maml.MAML``); anything else lists the known names."""
+    plugins = discover(group)
+    if spec in plugins:
+        return plugins[spec]
+    for plugin in plugins.values():
+        if spec in (plugin.class_name, plugin.class_path, plugin.value):
+            return plugin
+    known = ", ".join(f"{p.name} ({p.class_name})" for p in plugins.values()) or "none"
+    raise UnknownPluginError(f"unknown plugin {spec!r}; known: {known}")

@@ -10,10 +10,13 @@ import pytest
 from au_lightning.data import read_dataset
 from au_lightning.registry import (
     DATASETS_GROUP,
+    METHODS_GROUP,
     PluginLoadError,
     UnknownPluginError,
+    describe,
     discover,
     load,
+    resolve,
 )
 
 BUILT_IN = {"affectnet", "bp4d", "bp4dplus", "disfa", "emotionet", "rafdb", "table"}
@@ -68,3 +71,38 @@ def test_a_broken_plugin_is_reported_and_the_others_still_work(third_party: Path
     assert callable(load(DATASETS_GROUP, "lines"))
     with pytest.raises(UnknownPluginError, match=r"known: .*broken.*lines"):
         load(DATASETS_GROUP, "linez")
+
+
+@pytest.fixture
+def method_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A distribution registering two methods, one of which cannot be imported."""
+    site = tmp_path / "site"
+    dist = site / "my_au_methods-0.3.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-au-methods\nVersion: 0.3\n")
+    (dist / "entry_points.txt").write_text(
+        "[au_lightning.methods]\ntoy = my_au_methods:ToyMethod\nbad = my_au_methods_bad:Bad\n"
+    )
+    (site / "my_au_methods.py").write_text(
+        'class ToyMethod:\n    """A toy AU method.\n\n    Longer text.\n    """\n'
+    )
+    (site / "my_au_methods_bad.py").write_text("raise RuntimeError('half-installed')\n")
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_describe_lists_methods_and_reports_the_broken_one(method_plugins: Path) -> None:
+    infos = {i.plugin.name: i for i in describe(METHODS_GROUP)}
+    toy = infos["toy"]
+    assert (toy.description, toy.error) == ("A toy AU method.", None)
+    assert (toy.plugin.distribution, toy.plugin.version) == ("my-au-methods", "0.3")
+    assert "half-installed" in infos["bad"].error and infos["bad"].description == ""
+
+
+def test_resolve_by_name_class_name_or_class_path(method_plugins: Path) -> None:
+    for spec in ("toy", "ToyMethod", "my_au_methods.ToyMethod", "my_au_methods:ToyMethod"):
+        assert resolve(METHODS_GROUP, spec).class_path == "my_au_methods.ToyMethod"
+    with pytest.raises(
+        UnknownPluginError, match=r"unknown plugin 'Toy'; known: .*toy \(ToyMethod\)"
+    ):
+        resolve(METHODS_GROUP, "Toy")
