@@ -1,0 +1,72 @@
+"""Result tables (markdown and CSV) and per-AU bar plots, written into a run directory."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+__all__ = ["au_bar_plot", "per_au_table", "write_results"]
+
+METRICS = ("f1", "acc", "auc")
+
+
+def per_au_table(scores: Mapping[str, float], aus: Sequence[int]) -> list[list[str]]:
+    """Rows ``AU, F1, accuracy, AUC`` (x100, as the papers report them) and a mean row, from
+    keys ``f1_AU<n>``, ``acc_AU<n>``, ``auc_AU<n>`` and ``*_mean``; missing keys are blank."""
+
+    def cell(key: str) -> str:
+        value = scores.get(key)
+        return "" if value is None or math.isnan(float(value)) else f"{100 * float(value):.1f}"
+
+    rows = [["AU", "F1", "accuracy", "AUC"]]
+    rows += [[f"AU{au}", *(cell(f"{m}_AU{au}") for m in METRICS)] for au in aus]
+    rows.append(["mean", *(cell(f"{m}_mean") for m in METRICS)])
+    return rows
+
+
+def au_bar_plot(values: Mapping[str, float], path: Path, title: str = "F1 per AU") -> None:
+    """A bar chart (0..1 scale) drawn with PIL, one bar per label."""
+    width, height, left, bottom = 60 + 44 * len(values), 300, 40, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 8), title, fill="black")
+    top = 30
+    span = height - bottom - top
+    draw.line([(left, top), (left, height - bottom), (width - 10, height - bottom)], fill="black")
+    for tick in (0, 0.5, 1):
+        y = height - bottom - tick * span
+        draw.text((4, y - 6), f"{tick:.1f}", fill="black")
+    for i, (label, value) in enumerate(values.items()):
+        x = left + 12 + 44 * i
+        v = 0.0 if math.isnan(value) else max(0.0, min(1.0, value))
+        draw.rectangle(
+            [x, height - bottom - v * span, x + 28, height - bottom], fill=(70, 110, 180)
+        )
+        draw.text((x, height - bottom + 6), label, fill="black")
+        draw.text((x, height - bottom - v * span - 14), f"{value:.2f}", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def write_results(
+    scores: Mapping[str, float], aus: Sequence[int], directory: Path, stem: str = "test"
+) -> list[Path]:
+    """``<stem>_results.md``, ``<stem>_results.csv`` and ``<stem>_f1.png`` in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = per_au_table(scores, aus)
+    md = directory / f"{stem}_results.md"
+    md.write_text(
+        "\n".join(
+            ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+            + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        )
+        + "\n"
+    )
+    csv = directory / f"{stem}_results.csv"
+    csv.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    plot = directory / f"{stem}_f1.png"
+    au_bar_plot({f"AU{a}": float(scores.get(f"f1_AU{a}", math.nan)) for a in aus}, plot)
+    return [md, csv, plot]
