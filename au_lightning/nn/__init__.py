@@ -1,0 +1,13 @@
+"""Shared network backbones and heads: pure ``nn.Module``s, no training logic.
+
+- ``ANet``: the multi-label AlexNet of Chu, De la Torre & Cohn (Sec. 3.1), with ``features``
+  giving its fc7 representation.
+- ``resnet_backbone``: a torchvision ResNet-18/34/50/101/152 feature extractor, random,
+  ImageNet (hub cache first, offline-friendly) or loaded from a local file.
+- ``MultiLabelHead``: one logit per AU on top of a feature vector.
+"""
+
+from au_lightning.nn.anet import ANet
+from au_lightning.nn.resnet import MultiLabelHead, resnet_backbone
+
+__all__ = ["ANet", "MultiLabelHead", "resnet_backbone"]
