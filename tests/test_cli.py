@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from au_lightning.cli import AUCLI, _resolve_model_names, main
+from tests.distributions import install_distribution
 
 PLUGIN = '''
 import torch
@@ -35,17 +36,15 @@ class AdaptingAU(LinearAU):
 
 @pytest.fixture
 def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    site = tmp_path / "site"
-    dist = site / "cli_methods-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cli-methods\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
+    install_distribution(
+        tmp_path / "site",
+        monkeypatch,
+        "cli-methods",
+        "1.0",
         "[au_lightning.methods]\nlin = cli_methods:LinearAU\nadapt = cli_methods:AdaptingAU\n"
-        "broken = cli_methods_broken:Nothing\n"
+        "broken = cli_methods_broken:Nothing\n",
+        {"cli_methods": PLUGIN, "cli_methods_broken": "import not_a_module_here\n"},
     )
-    (site / "cli_methods.py").write_text(PLUGIN)
-    (site / "cli_methods_broken.py").write_text("import not_a_module_here\n")
-    monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("AU_LIGHTNING_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     return tmp_path

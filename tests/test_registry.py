@@ -18,6 +18,7 @@ from au_lightning.registry import (
     load,
     resolve,
 )
+from tests.distributions import install_distribution
 
 BUILT_IN = {"affectnet", "bp4d", "bp4dplus", "disfa", "emotionet", "rafdb", "table"}
 
@@ -33,26 +34,26 @@ def test_built_in_readers_are_registered_by_the_distribution() -> None:
 @pytest.fixture
 def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An installed distribution (a .dist-info with entry_points.txt) on a temporary path."""
-    site = tmp_path / "site"
-    dist = site / "my_au_formats-1.2.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-au-formats\nVersion: 1.2\n")
-    (dist / "entry_points.txt").write_text(
+    install_distribution(
+        tmp_path / "site",
+        monkeypatch,
+        "my-au-formats",
+        "1.2",
         "[au_lightning.datasets]\n"
         "lines = my_au_formats:read_lines\n"
-        "broken = my_au_formats_broken:read\n"
+        "broken = my_au_formats_broken:read\n",
+        {
+            "my_au_formats": "import numpy as np\n"
+            "from au_lightning.data import FrameIndex\n"
+            "def read_lines(root, aus=(12,)):\n"
+            "    names = open(f'{root}/list.txt').read().split()\n"
+            "    n = len(names)\n"
+            "    return FrameIndex.from_columns(path=names, subject=names, video=names,\n"
+            "        frame=np.zeros(n), aus=aus, occurrence=np.ones((n, len(aus))),"
+            " dataset='lines')\n",
+            "my_au_formats_broken": "import a_module_that_is_not_installed\n",
+        },
     )
-    (site / "my_au_formats.py").write_text(
-        "import numpy as np\n"
-        "from au_lightning.data import FrameIndex\n"
-        "def read_lines(root, aus=(12,)):\n"
-        "    names = open(f'{root}/list.txt').read().split()\n"
-        "    n = len(names)\n"
-        "    return FrameIndex.from_columns(path=names, subject=names, video=names,\n"
-        "        frame=np.zeros(n), aus=aus, occurrence=np.ones((n, len(aus))), dataset='lines')\n"
-    )
-    (site / "my_au_formats_broken.py").write_text("import a_module_that_is_not_installed\n")
-    monkeypatch.syspath_prepend(str(site))
     return tmp_path
 
 
@@ -76,19 +77,17 @@ def test_a_broken_plugin_is_reported_and_the_others_still_work(third_party: Path
 @pytest.fixture
 def method_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A distribution registering two methods, one of which cannot be imported."""
-    site = tmp_path / "site"
-    dist = site / "my_au_methods-0.3.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-au-methods\nVersion: 0.3\n")
-    (dist / "entry_points.txt").write_text(
-        "[au_lightning.methods]\ntoy = my_au_methods:ToyMethod\nbad = my_au_methods_bad:Bad\n"
+    return install_distribution(
+        tmp_path / "site",
+        monkeypatch,
+        "my-au-methods",
+        "0.3",
+        "[au_lightning.methods]\ntoy = my_au_methods:ToyMethod\nbad = my_au_methods_bad:Bad\n",
+        {
+            "my_au_methods": 'class ToyMethod:\n    """A toy AU method.\n\n    More."""\n',
+            "my_au_methods_bad": "raise RuntimeError('half-installed')\n",
+        },
     )
-    (site / "my_au_methods.py").write_text(
-        'class ToyMethod:\n    """A toy AU method.\n\n    Longer text.\n    """\n'
-    )
-    (site / "my_au_methods_bad.py").write_text("raise RuntimeError('half-installed')\n")
-    monkeypatch.syspath_prepend(str(site))
-    return site
 
 
 def test_describe_lists_methods_and_reports_the_broken_one(method_plugins: Path) -> None:
