@@ -26,13 +26,6 @@ from au_lightning.reports import write_results
 __all__ = ["AUMethod", "PredictionWriter"]
 
 
-def _threshold_list(thresholds: float | Sequence[float], n: int) -> list[float]:
-    values = [float(thresholds)] * n if isinstance(thresholds, (int, float)) else list(thresholds)
-    if len(values) != n:
-        raise ValueError(f"thresholds has {len(values)} values; expected one per AU ({n})")
-    return values
-
-
 class AUMethod(L.LightningModule):
     """Base of multi-label AU detection methods.
 
@@ -62,10 +55,14 @@ class AUMethod(L.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.use_pos_weight = pos_weight
-        self.thresholds = _threshold_list(thresholds, len(self.aus))
         self.register_buffer("pos_weight", torch.ones(len(self.aus)))
-        self.val_metrics = AUDetectionMetrics(self.aus, self.thresholds)
-        self.test_metrics = AUDetectionMetrics(self.aus, self.thresholds)
+        self.val_metrics = AUDetectionMetrics(self.aus, thresholds)
+        self.test_metrics = AUDetectionMetrics(self.aus, thresholds)
+
+    @property
+    def thresholds(self) -> list[float]:
+        """The per-AU decision thresholds (validated by the metrics that use them)."""
+        return self.test_metrics.thresholds.tolist()
 
     # -- template hooks -----------------------------------------------------------------------
 

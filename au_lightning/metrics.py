@@ -102,9 +102,8 @@ def _check_binary_pred(pred: Tensor, name: str = "pred") -> Tensor:
 
 
 def _threshold_vector(thresholds: ThresholdsLike, num_labels: int) -> Tensor:
-    thr = _as_tensor(thresholds, "thresholds").to(torch.float64).flatten()
-    if thr.numel() == 1:
-        thr = thr.expand(num_labels)
+    thr = _as_tensor(thresholds, "thresholds").to(torch.float64)
+    thr = thr.expand(num_labels) if thr.ndim == 0 else thr.flatten()
     if thr.numel() != num_labels:
         raise ValueError(
             f"`thresholds` must be a scalar or have one value per AU (length {num_labels}), got "

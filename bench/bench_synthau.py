@@ -26,7 +26,7 @@ from torch import nn
 
 from au_lightning.data import AUDataModule, read_bp4d
 from au_lightning.data.synth import SYNTH_AUS, generate
-from au_lightning.metrics import AUDetectionMetrics
+from au_lightning.method import AUMethod
 
 
 def heatmap(matrix: np.ndarray, labels: list[str], path: Path, cell: int = 36) -> None:
@@ -49,38 +49,21 @@ def heatmap(matrix: np.ndarray, labels: list[str], path: Path, cell: int = 36) -
     image.save(path)
 
 
-class SmallCNN(L.LightningModule):
-    """Four conv blocks and a linear multi-label head; masked BCE."""
+class SmallCNN(AUMethod):
+    """Four conv blocks and a linear multi-label head, trained with AUMethod's masked BCE."""
 
-    def __init__(self, aus: tuple[int, ...], pos_weight: torch.Tensor | None = None) -> None:
-        super().__init__()
-        n_aus = len(aus)
-        self.register_buffer(
-            "pos_weight", pos_weight if pos_weight is not None else torch.ones(n_aus)
-        )
+    def __init__(self, aus: tuple[int, ...], pos_weight: bool) -> None:
+        super().__init__(aus=list(aus), lr=2e-3, pos_weight=pos_weight)
         blocks, width = [], 3
         for out in (32, 64, 96, 128):
             blocks += [nn.Conv2d(width, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(),
                        nn.MaxPool2d(2)]  # fmt: skip
             width = out
         self.net = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Linear(width, n_aus))  # fmt: skip
-        self.test_metrics = AUDetectionMetrics(aus)
+                                 nn.Linear(width, len(aus)))  # fmt: skip
 
-    def training_step(self, batch, _):
-        logits = self.net(batch["image"])
-        target = batch["occurrence"].float()
-        known = target >= 0
-        weight = self.pos_weight.expand_as(target)[known]
-        return nn.functional.binary_cross_entropy_with_logits(
-            logits[known], target[known], pos_weight=weight
-        )
-
-    def test_step(self, batch, _):
-        self.test_metrics.update(torch.sigmoid(self.net(batch["image"])), batch["occurrence"])
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=2e-3)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
 
 
 def main() -> None:
@@ -128,16 +111,15 @@ def main() -> None:
         dm.setup("fit")
         train = dm.index.occurrence[dm.train_rows]
         train_rates = (train == 1).sum(0) / (train >= 0).sum(0)
-        weights = torch.tensor((1 - train_rates) / train_rates, dtype=torch.float32)
-        model = SmallCNN(SYNTH_AUS, weights.clamp(max=20) if args.pos_weight else None)
+        model = SmallCNN(SYNTH_AUS, pos_weight=args.pos_weight)
         trainer = L.Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False,
+                            default_root_dir=tmp,
                             enable_progress_bar=False,
                             enable_model_summary=False, limit_val_batches=0)  # fmt: skip
         t0 = time.perf_counter()
         trainer.fit(model, datamodule=dm)
         train_seconds = time.perf_counter() - t0
-        trainer.test(model, datamodule=dm, verbose=False)
-        scores = model.test_metrics.compute()
+        scores = trainer.test(model, datamodule=dm, verbose=False)[0]
         test_occ = dm.index.occurrence[dm.test_rows]
         print(f"\nlearnability: {args.epochs} epochs in {train_seconds:.0f} s, "
               f"test subjects {sorted(set(dm.index.subject[dm.test_rows]))}\n")  # fmt: skip
@@ -148,7 +130,7 @@ def main() -> None:
             known = test_occ[:, j] >= 0
             p = (test_occ[known, j] == 1).mean()
             baseline = 2 * p / (1 + p)
-            f1 = float(scores[f"f1_AU{au}"])
+            f1 = scores[f"test/f1_AU{au}"]
             rows.append((train_rates[j], f1, baseline))
             print(f"| {au} | {train_rates[j]:.3f} | {f1:.3f} | {baseline:.3f} |")
         rows = np.array(rows)

@@ -123,3 +123,9 @@ def test_checkpoint_hyperparameters_load_with_weights_only(datamodule, tmp_path:
 def test_aus_must_match_the_data(datamodule, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"model outputs AUs \[1, 2\] but the data has AUs"):
         trainer(tmp_path, enable_checkpointing=False).fit(Linear(aus=[1, 2]), datamodule=datamodule)
+
+
+def test_thresholds_one_per_au_or_a_scalar() -> None:
+    assert Linear(aus=[1, 2]).thresholds == [0.5, 0.5]
+    with pytest.raises(ValueError, match="one value per AU"):
+        AUMethod(aus=[1, 2], thresholds=[0.3])
