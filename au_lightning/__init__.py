@@ -4,7 +4,7 @@ The public API is what this module and its subpackages' ``__init__`` export; plu
 nothing else from the core.
 """
 
-from au_lightning import data, metrics, registry
+from au_lightning import data, losses, metrics, nn, registry, reports
 from au_lightning.data import (
     AU_SETS,
     AUDataModule,
@@ -16,6 +16,8 @@ from au_lightning.data import (
     SplitError,
     read_dataset,
 )
+from au_lightning.losses import masked_bce, positive_weights
+from au_lightning.method import AUMethod, PredictionWriter
 from au_lightning.metrics import (
     AUDetectionMetrics,
     event_f1,
@@ -31,11 +33,13 @@ __all__ = [
     "AU_SETS",
     "AUDataModule",
     "AUDetectionMetrics",
+    "AUMethod",
     "DatasetFormatError",
     "Fold",
     "FrameDataset",
     "FrameIndex",
     "ImageReadError",
+    "PredictionWriter",
     "SplitError",
     "__version__",
     "data",
@@ -43,8 +47,13 @@ __all__ = [
     "f1_at_thresholds",
     "icc3_1",
     "intensity_mae",
+    "losses",
+    "masked_bce",
     "mean_over_folds",
     "metrics",
+    "nn",
+    "positive_weights",
     "read_dataset",
     "registry",
+    "reports",
 ]

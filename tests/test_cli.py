@@ -12,7 +12,7 @@ from tests.distributions import install_distribution
 PLUGIN = '''
 import torch
 from torch import nn
-from au_lightning.method import AUMethod
+from au_lightning import AUMethod
 
 
 class LinearAU(AUMethod):

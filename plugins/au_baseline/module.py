@@ -1,0 +1,105 @@
+"""Baseline: the LightningModule of the plain multi-label CNN."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from au_baseline.net import Backbone, BaselineNet
+from au_lightning import AUMethod
+from au_lightning.data import resolve_aus
+
+logger = logging.getLogger(__name__)
+
+
+class Baseline(AUMethod):
+    """The plain multi-label CNN (ResNet-18..152 or ANet) with masked BCE.
+
+    The defaults are RE-Net's ResNet-18 baseline (Yang & Yin, Sec. 4.2: Adam, learning
+    rate 1e-4). For the SGD settings of Chu et al. or Ji et al. use LightningCLI's
+    ``--optimizer`` and ``--lr_scheduler`` (see ``configs/baseline.yaml``).
+
+    Args:
+        aus: the AUs to detect (a set name such as ``bp4d`` or AU numbers).
+        backbone: ``resnet18`` ... ``resnet152`` or ``anet`` (see :class:`BaselineNet`).
+        pretrained: ``True`` for torchvision's ImageNet weights, or a local weights file.
+        init_from: a checkpoint of an earlier run (e.g. trained on BP4D, to start DISFA
+            from, as MAL and RE-Net do). Its backbone must be the same; the AU layer's rows
+            are copied for the AUs both runs share, the other AUs start fresh.
+        in_size: the input side ANet is built for (set it to the data's ``crop_size``).
+        dropout: dropout before the AU layer.
+        thresholds, lr, weight_decay, pos_weight: see :class:`au_lightning.AUMethod`.
+    """
+
+    def __init__(
+        self,
+        aus: str | list[int] = "bp4d",
+        backbone: Backbone = "resnet18",
+        pretrained: bool | str = False,
+        init_from: str | None = None,
+        in_size: int = 224,
+        dropout: float = 0.0,
+        thresholds: float | list[float] = 0.5,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        pos_weight: bool = False,
+    ) -> None:
+        super().__init__(aus, thresholds, lr, weight_decay, pos_weight)
+        self.save_hyperparameters()
+        self.net = BaselineNet(len(self.aus), backbone, pretrained, in_size, dropout)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # Before Lightning restores a resumed checkpoint, so resuming keeps its own weights.
+        if stage == "fit" and self.hparams.init_from:
+            init_from_run(self.net, Path(self.hparams.init_from), self.aus)
+
+
+def init_from_run(net: BaselineNet, path: Path, aus: tuple[int, ...]) -> None:
+    """Load ``net`` from the ``net.*`` weights of an earlier run's Lightning checkpoint.
+
+    The backbone must match key for key and shape for shape. The AU layer is matched by AU
+    number through the checkpoint's ``aus`` hyperparameter: rows of shared AUs are copied,
+    rows of AUs the earlier run did not have keep their fresh initialisation.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        state = checkpoint["state_dict"]
+        old_aus = resolve_aus(checkpoint["hyper_parameters"]["aus"])
+    except Exception as err:
+        raise ValueError(
+            f"init_from: {path} is not a checkpoint of an au-lightning run "
+            f"(expected state_dict and hyper_parameters.aus): {err}"
+        ) from err
+    prefix = "net.backbone."
+    backbone = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    expected = net.backbone.state_dict()
+    missing = sorted(expected.keys() - backbone.keys())
+    unexpected = sorted(backbone.keys() - expected.keys())
+    wrong = sorted(
+        k for k in expected.keys() & backbone.keys() if expected[k].shape != backbone[k].shape
+    )
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"init_from: the backbone in {path} does not match this model's "
+            f"({net.backbone.__class__.__name__}): missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, other shapes {wrong[:3]}; use the same backbone as that run"
+        )
+    net.backbone.load_state_dict(backbone)
+    shared = [a for a in aus if a in old_aus]
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            old = state[f"net.head.linear.{name}"]
+            new = getattr(net.head.linear, name)
+            for au in shared:
+                new[aus.index(au)] = old[old_aus.index(au)]
+    fresh = [a for a in aus if a not in old_aus]
+    logger.info("init_from %s: backbone and AUs %s loaded; AUs %s start fresh", path, shared, fresh)
