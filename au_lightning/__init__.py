@@ -16,6 +16,7 @@ from au_lightning.data import (
     SplitError,
     read_dataset,
 )
+from au_lightning.errors import ConfigError
 from au_lightning.losses import masked_bce, positive_weights
 from au_lightning.method import AUMethod, PredictionWriter
 from au_lightning.metrics import (
@@ -34,6 +35,7 @@ __all__ = [
     "AUDataModule",
     "AUDetectionMetrics",
     "AUMethod",
+    "ConfigError",
     "DatasetFormatError",
     "Fold",
     "FrameDataset",

@@ -1,31 +1,62 @@
 """The ``au-lightning`` console script.
 
 ``fit``, ``validate``, ``test`` and ``predict`` run :class:`AUCLI` (a LightningCLI with any
-registered method as ``--model`` and a data module as ``--data``); ``plugins``, ``index`` and
-``synth`` are commands of their own. ``main(args=None)`` takes the command line as a list so
-tests drive it in-process.
+registered method as ``--model`` and a data module as ``--data``); ``cv`` runs fit and test on
+every fold; ``plugins``, ``index`` and ``synth`` are commands of their own.
+``main(args=None)`` takes the command line as a list so tests drive it in-process.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import yaml
-from jsonargparse import ArgumentParser, lazy_instance
+from jsonargparse import ArgumentParser, Namespace, lazy_instance
 from jsonargparse.typing import import_object
 from lightning.pytorch.cli import LightningCLI
 
-from au_lightning.data import AUDataModule, cached_read
+from au_lightning.checkpoints import find_checkpoint
+from au_lightning.data import (
+    AUDataModule,
+    DatasetFormatError,
+    ImageReadError,
+    SplitError,
+    cached_read,
+    resolve_aus,
+)
 from au_lightning.data.synth import LAYOUTS, generate
+from au_lightning.errors import ConfigError
 from au_lightning.method import AUMethod
-from au_lightning.registry import DATASETS_GROUP, METHODS_GROUP, describe, load, resolve
+from au_lightning.registry import (
+    DATASETS_GROUP,
+    METHODS_GROUP,
+    PluginLoadError,
+    UnknownPluginError,
+    describe,
+    load,
+    resolve,
+)
+from au_lightning.reports import write_cv_results
 
 __all__ = ["AUCLI", "main"]
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+#: mistakes in options, names and files: ``main`` prints the message alone (set
+#: AU_LIGHTNING_DEBUG=1 for the traceback)
+USER_ERRORS = (
+    ConfigError,
+    DatasetFormatError,
+    ImageReadError,
+    SplitError,
+    FileNotFoundError,
+    UnknownPluginError,
+    PluginLoadError,
+)
 
 
 class AUCLI(LightningCLI):
@@ -33,6 +64,8 @@ class AUCLI(LightningCLI):
 
     A method whose class sets ``adapts_at_evaluation`` gets ``trainer.inference_mode=False``,
     so adapting at test time works without the user knowing about inference mode.
+    ``--ckpt_path last`` and (except for ``fit``) ``--ckpt_path best`` name the checkpoints
+    of the latest run under ``trainer.default_root_dir`` (:func:`find_checkpoint`).
     """
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
@@ -55,6 +88,46 @@ class AUCLI(LightningCLI):
         method = import_object(config.model.class_path)
         if getattr(method, "adapts_at_evaluation", False):
             config.trainer.inference_mode = False
+        _data_aus_from_model(config)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            # jsonargparse wraps an error of a class's __init__ in a multi-line "Does not
+            # validate against any of the Union subtypes" report; the cause is the message
+            if isinstance(err.__cause__, Exception) and "Does not validate" in str(err):
+                raise err.__cause__ from None
+            raise
+
+    def _resolve_checkpoint_alias(self) -> None:
+        config = self.config_init[self.subcommand]
+        which = config.get("ckpt_path")
+        if which not in ("last", "best") or (which, self.subcommand) == ("best", "fit"):
+            return
+        root = self.trainer.default_root_dir
+        found = find_checkpoint(root, which)
+        if found is not None:
+            config["ckpt_path"] = str(found)
+        elif self.subcommand != "fit":  # fit: Lightning warns and starts from scratch
+            raise FileNotFoundError(
+                f"--ckpt_path {which}: no {which} checkpoint of a run under {root} "
+                "(trainer.default_root_dir); give the checkpoint's path instead"
+            )
+
+    before_fit = before_validate = before_test = before_predict = _resolve_checkpoint_alias
+
+
+def _data_aus_from_model(config: Namespace) -> None:
+    """Unset data AUs become the model's, and the same AUs spelled differently ("bp4d" and
+    its list) are spelled alike, so the two hyperparameter sets agree (a logger refuses
+    to merge differing values) and one ``aus`` in a config is enough."""
+    model_aus = config.model.get("init_args", Namespace()).get("aus")
+    data = config.data.get("init_args") if isinstance(config.data, Namespace) else None
+    if model_aus is None or data is None or "aus" not in data:
+        return
+    if data.aus is None or resolve_aus(data.aus) == resolve_aus(model_aus):
+        data.aus = model_aus
 
 
 def _resolved(spec: str) -> str:
@@ -77,7 +150,7 @@ def _resolve_model_names(argv: list[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         key, eq, value = arg.partition("=")
-        if key in ("--model", "--model.class_path"):
+        if key in ("--model", "--model.class_path", "--model.help"):
             if not eq:
                 i += 1
                 value = argv[i] if i < len(argv) else ""
@@ -112,12 +185,19 @@ def plugins(args: Sequence[str]) -> None:
     """``au-lightning plugins``: every registered method and dataset format."""
     ArgumentParser(prog="au-lightning plugins", description=plugins.__doc__).parse_args(args)
     for title, group in (("methods", METHODS_GROUP), ("dataset formats", DATASETS_GROUP)):
+        rows = [
+            (
+                info.plugin.name,
+                info.plugin.class_path,
+                f"{info.plugin.distribution or '?'} {info.plugin.version or ''}".strip(),
+                f"FAILED TO IMPORT: {info.error}" if info.error else info.description,
+            )
+            for info in describe(group)
+        ]
+        widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
         print(f"{title}:")
-        for info in describe(group):
-            p = info.plugin
-            origin = f"{p.distribution or '?'} {p.version or ''}".strip()
-            text = f"FAILED TO IMPORT: {info.error}" if info.error else info.description
-            print(f"  {p.name:<12} {p.class_path:<50} {origin:<24} {text}")
+        for *columns, text in rows:
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), text)
 
 
 def index(args: Sequence[str]) -> None:
@@ -149,7 +229,37 @@ def synth(args: Sequence[str]) -> None:
     print(f"SynthAU {config.layout} written to {result.root}")
 
 
+def _cli(argv: list[str], run: bool = True) -> AUCLI:
+    """AUCLI on ``argv`` given as the process's own command line (so LightningCLI does not
+    warn about ``args`` next to ``sys.argv``, and a DDP launcher that re-runs ``sys.argv``
+    re-runs these arguments, model names already resolved)."""
+    with mock.patch.object(sys, "argv", [sys.argv[0], *argv]):
+        return AUCLI(run=run)
+
+
+def cv(args: Sequence[str]) -> None:
+    """``au-lightning cv [fit options]``: fit, then test the best checkpoint, on every fold of
+    the configured protocol, each fold in ``<trainer.default_root_dir>/cv/<fold>``; then the
+    per-AU table of every fold and of the mean over folds in ``<default_root_dir>/cv``."""
+    argv = _resolve_model_names(list(args))
+    first = _cli(argv, run=False)
+    folds = [fold.name for fold in first.datamodule.folds()]
+    out = Path(first.trainer.default_root_dir) / "cv"
+    per_fold: dict[str, dict[str, float]] = {}
+    for name in folds:
+        fold = [f"--data.fold={name}", f"--trainer.default_root_dir={out / name}"]
+        run = _cli([*argv, *fold], run=False)
+        run.trainer.fit(run.model, datamodule=run.datamodule)
+        best = [c.best_model_path for c in run.trainer.checkpoint_callbacks if c.monitor]
+        ckpt = best[0] if best and best[0] else None  # else: the weights fit ended with
+        [scores] = run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=ckpt)
+        per_fold[name] = {k.removeprefix("test/"): v for k, v in scores.items()}
+    md, *_ = write_cv_results(per_fold, first.model.aus, out)
+    print(f"cross-validation over {len(folds)} folds, written to {out}\n{md.read_text()}")
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "cv": cv,
     "plugins": plugins,
     "index": index,
     "synth": synth,
@@ -157,20 +267,21 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
 
 
 def main(args: Sequence[str] | None = None) -> None:
+    """``au-lightning COMMAND [options]``; ``args`` defaults to ``sys.argv[1:]``."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in COMMANDS:
-        COMMANDS[argv[0]](argv[1:])
-        return
-    if argv and argv[0] in TRAINER_COMMANDS:
-        try:
-            argv = [argv[0], *_resolve_model_names(argv[1:])]
-        except LookupError as err:
-            sys.exit(f"au-lightning: error: {err}")
-        AUCLI(args=argv)
-        return
-    known = ", ".join([*TRAINER_COMMANDS, *COMMANDS])
-    given = f"unknown command {argv[0]!r}; " if argv and not argv[0].startswith("-") else ""
-    sys.exit(f"usage: au-lightning COMMAND [options]\n{given}commands: {known}")
+    try:
+        if argv and argv[0] in COMMANDS:
+            COMMANDS[argv[0]](argv[1:])
+        elif argv and argv[0] in TRAINER_COMMANDS:
+            _cli([argv[0], *_resolve_model_names(argv[1:])])
+        else:
+            known = ", ".join([*TRAINER_COMMANDS, *COMMANDS])
+            given = f"unknown command {argv[0]!r}; " if argv and argv[0][:1] != "-" else ""
+            sys.exit(f"usage: au-lightning COMMAND [options]\n{given}commands: {known}")
+    except USER_ERRORS as err:
+        if os.environ.get("AU_LIGHTNING_DEBUG"):
+            raise
+        sys.exit(f"au-lightning: error: {err}")
 
 
 if __name__ == "__main__":

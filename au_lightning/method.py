@@ -19,9 +19,11 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from au_lightning.data.index import resolve_aus
+from au_lightning.errors import ConfigError
 from au_lightning.losses import masked_bce, positive_weights
 from au_lightning.metrics import AUDetectionMetrics
 from au_lightning.reports import write_results
+from au_lightning.rng import capture_rng_states, restore_rng_states
 
 __all__ = ["AUMethod", "PredictionWriter"]
 
@@ -78,13 +80,29 @@ class AUMethod(L.LightningModule):
         if datamodule is None or getattr(datamodule, "index", None) is None:
             return
         if tuple(datamodule.aus) != self.aus:
-            raise ValueError(
+            raise ConfigError(
                 f"the model outputs AUs {list(self.aus)} but the data has AUs "
                 f"{list(datamodule.aus)}; set model aus and data aus alike"
             )
         if self.use_pos_weight and stage == "fit":
             train = torch.from_numpy(datamodule.index.occurrence[datamodule.train_rows])
             self.pos_weight.copy_(positive_weights(train))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = capture_rng_states()
+        # LightningCLI reads the class from here when a later run loads this checkpoint; it
+        # is missing when the checkpoint was saved by a Trainer outside the CLI
+        cls = type(self)
+        hparams = checkpoint.setdefault("hyper_parameters", {})
+        hparams.setdefault("_class_path", f"{cls.__module__}.{cls.__qualname__}")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Resuming a fit: the next epoch's loader then shuffles (and its crops, flips and
+        # dropout draw) as in the uninterrupted run. Lightning's sanity check runs with the
+        # random state isolated, so it does not disturb this.
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "fit" and "rng_states" in checkpoint:
+            restore_rng_states(checkpoint["rng_states"])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = self.training_loss(batch, self(batch["image"]))

@@ -8,22 +8,23 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-__all__ = ["au_bar_plot", "per_au_table", "write_results"]
+from au_lightning.metrics import mean_over_folds
+
+__all__ = ["au_bar_plot", "per_au_table", "write_cv_results", "write_results"]
 
 METRICS = ("f1", "acc", "auc")
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None or math.isnan(float(value)) else f"{100 * float(value):.1f}"
 
 
 def per_au_table(scores: Mapping[str, float], aus: Sequence[int]) -> list[list[str]]:
     """Rows ``AU, F1, accuracy, AUC`` (x100, as the papers report them) and a mean row, from
     keys ``f1_AU<n>``, ``acc_AU<n>``, ``auc_AU<n>`` and ``*_mean``; missing keys are blank."""
-
-    def cell(key: str) -> str:
-        value = scores.get(key)
-        return "" if value is None or math.isnan(float(value)) else f"{100 * float(value):.1f}"
-
     rows = [["AU", "F1", "accuracy", "AUC"]]
-    rows += [[f"AU{au}", *(cell(f"{m}_AU{au}") for m in METRICS)] for au in aus]
-    rows.append(["mean", *(cell(f"{m}_mean") for m in METRICS)])
+    rows += [[f"AU{au}", *(_percent(scores.get(f"{m}_AU{au}")) for m in METRICS)] for au in aus]
+    rows.append(["mean", *(_percent(scores.get(f"{m}_mean")) for m in METRICS)])
     return rows
 
 
@@ -51,22 +52,46 @@ def au_bar_plot(values: Mapping[str, float], path: Path, title: str = "F1 per AU
     image.save(path)
 
 
+def _write_table(rows: list[list[str]], directory: Path, stem: str) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    md = directory / f"{stem}_results.md"
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    md.write_text("\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]]) + "\n")
+    csv = directory / f"{stem}_results.csv"
+    csv.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    return [md, csv]
+
+
+def _f1_plot(scores: Mapping[str, float], aus: Sequence[int], path: Path, title: str) -> Path:
+    au_bar_plot({f"AU{a}": float(scores.get(f"f1_AU{a}", math.nan)) for a in aus}, path, title)
+    return path
+
+
 def write_results(
     scores: Mapping[str, float], aus: Sequence[int], directory: Path, stem: str = "test"
 ) -> list[Path]:
     """``<stem>_results.md``, ``<stem>_results.csv`` and ``<stem>_f1.png`` in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rows = per_au_table(scores, aus)
-    md = directory / f"{stem}_results.md"
-    md.write_text(
-        "\n".join(
-            ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-            + ["| " + " | ".join(r) + " |" for r in rows[1:]]
-        )
-        + "\n"
-    )
-    csv = directory / f"{stem}_results.csv"
-    csv.write_text("\n".join(",".join(r) for r in rows) + "\n")
-    plot = directory / f"{stem}_f1.png"
-    au_bar_plot({f"AU{a}": float(scores.get(f"f1_AU{a}", math.nan)) for a in aus}, plot)
-    return [md, csv, plot]
+    tables = _write_table(per_au_table(scores, aus), directory, stem)
+    return [*tables, _f1_plot(scores, aus, directory / f"{stem}_f1.png", "F1 per AU")]
+
+
+def write_cv_results(
+    per_fold: Mapping[str, Mapping[str, float]], aus: Sequence[int], directory: Path
+) -> list[Path]:
+    """The cross-validation table, as the papers report it: F1 per AU in each fold, then the
+    mean over folds of F1, accuracy and AUC (x100). Writes ``cv_results.md``/``.csv`` and
+    the mean-F1 plot ``cv_f1.png`` into ``directory``.
+
+    ``per_fold`` maps fold names to the fold's test scores (``f1_AU<n>``, ``f1_mean`` ...);
+    the mean is :func:`au_lightning.metrics.mean_over_folds` (an AU absent from one test
+    fold is averaged over the folds that have it).
+    """
+    mean = mean_over_folds(list(per_fold.values()))
+    keys = [f"f1_AU{a}" for a in aus] + ["f1_mean"]
+    header = ["AU", *(f"F1 {name}" for name in per_fold), "F1 mean", "accuracy mean", "AUC mean"]
+    rows = [header]
+    for key, mean_row in zip(keys, per_au_table(mean, aus)[1:], strict=True):
+        folds = [_percent(scores.get(key)) for scores in per_fold.values()]
+        rows.append([mean_row[0], *folds, *mean_row[1:]])
+    tables = _write_table(rows, directory, "cv")
+    return [*tables, _f1_plot(mean, aus, directory / "cv_f1.png", "F1 per AU, mean over folds")]

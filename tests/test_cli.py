@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from au_lightning.cli import AUCLI, _resolve_model_names, main
@@ -109,3 +110,47 @@ def test_index_prints_a_summary(plugin: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "bp4d: 12 frames, 2 subjects, 2 videos, 12 AUs" in out
     assert list(Path("idx").glob("bp4d-*.npz"))
+
+
+CHECKPOINTS = """
+trainer:
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {monitor: val/f1_mean, mode: max, filename: best}
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {filename: last}
+"""
+
+
+def test_ckpt_path_best_and_last_name_the_latest_run(plugin: Path) -> None:
+    Path("ckpt.yaml").write_text(CHECKPOINTS)
+    fit = ["fit", "--model", "lin", *DATA, *TRAINER, "--config=ckpt.yaml"]
+    main([*fit, "--trainer.default_root_dir=runs"])
+    main([*fit, "--trainer.default_root_dir=runs", "--trainer.max_epochs=2"])
+    latest = Path("runs/lightning_logs/version_1/checkpoints")
+    test = ["test", *_resolve_model_names(["--model", "lin"]), *DATA]
+    test += ["--trainer.default_root_dir=runs"]
+    best = AUCLI(args=[*test, "--ckpt_path=best"])
+    assert best.config_init["test"]["ckpt_path"] == str(latest / "best.ckpt")
+    last = AUCLI(args=[*test, "--ckpt_path=last"])
+    assert last.config_init["test"]["ckpt_path"] == str(latest / "last.ckpt")
+    with pytest.raises(FileNotFoundError, match=r"--ckpt_path best: no best checkpoint .* empty"):
+        AUCLI(args=[*test[:-1], "--trainer.default_root_dir=empty", "--ckpt_path=best"])
+
+
+def test_cv_tests_every_fold_and_writes_the_mean_table(plugin: Path, capsys) -> None:
+    main(["cv", "--model", "lin", *DATA, *TRAINER, "--trainer.default_root_dir=runs"])
+    out = Path("runs/cv")
+    rows = [line.split(",") for line in (out / "cv_results.csv").read_text().splitlines()]
+    assert rows[0] == ["AU", "F1 part1", "F1 part2", "F1 part3", "F1 mean", "accuracy mean",
+                       "AUC mean"]  # fmt: skip
+    assert [r[0] for r in rows[1:]] == ["AU1", "AU2", "AU12", "mean"]
+    for fold, column in (("part1", 1), ("part2", 2), ("part3", 3)):
+        [table] = (out / fold).rglob("test_results.csv")
+        own = {r.split(",")[0]: r.split(",")[1] for r in table.read_text().splitlines()}
+        assert [r[column] for r in rows[1:]] == [own[r[0]] for r in rows[1:]]
+    for row in rows[1:]:
+        folds = [float(v) for v in row[1:4] if v]
+        assert float(row[4]) == pytest.approx(np.mean(folds), abs=0.051)
+    assert (out / "cv_f1.png").is_file()
+    assert "| AU12 |" in capsys.readouterr().out

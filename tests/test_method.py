@@ -115,7 +115,12 @@ def test_checkpoint_hyperparameters_load_with_weights_only(datamodule, tmp_path:
     run.fit(model, datamodule=datamodule)
     run.save_checkpoint(tmp_path / "m.ckpt")
     checkpoint = torch.load(tmp_path / "m.ckpt", weights_only=True)
-    assert checkpoint["hyper_parameters"] == {"aus": AUS, "lr": 0.01, "pos_weight": True}
+    assert checkpoint["hyper_parameters"] == {
+        "aus": AUS,
+        "lr": 0.01,
+        "pos_weight": True,
+        "_class_path": "tests.test_method.Linear",  # for LightningCLI's --ckpt_path
+    }
     restored = Linear.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
     torch.testing.assert_close(restored.net[2].weight, model.net[2].weight)
 

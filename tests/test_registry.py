@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from au_lightning.data import read_dataset
+from au_lightning.data import cached_read, read_dataset
 from au_lightning.registry import (
     DATASETS_GROUP,
     METHODS_GROUP,
@@ -105,3 +105,13 @@ def test_resolve_by_name_class_name_or_class_path(method_plugins: Path) -> None:
         UnknownPluginError, match=r"unknown plugin 'Toy'; known: .*toy \(ToyMethod\)"
     ):
         resolve(METHODS_GROUP, "Toy")
+
+
+def test_an_index_without_sources_is_read_afresh_not_cached(third_party: Path) -> None:
+    root, cache = third_party / "lines", third_party / "cache"
+    root.mkdir()
+    (root / "list.txt").write_text("a b")
+    assert len(cached_read("lines", root, directory=cache)) == 2
+    (root / "list.txt").write_text("a b c")
+    assert len(cached_read("lines", root, directory=cache)) == 3
+    assert not list(cache.glob("*.npz"))

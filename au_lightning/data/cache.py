@@ -40,7 +40,8 @@ def cached_read(
     name: str, root: str | Path, *, directory: str | Path | None = None, **options: Any
 ) -> FrameIndex:
     """``read_dataset(name, root, **options)`` through a cache keyed by the arguments and
-    validated against the sources' sizes and mtimes."""
+    validated against the sources' sizes and mtimes. An index that records no sources (a
+    reader that does not fill ``FrameIndex.sources``) cannot be validated and is not cached."""
     key_text = json.dumps(
         {"format": name, "root": str(Path(root).resolve()), "options": options},
         sort_keys=True,
@@ -55,10 +56,12 @@ def cached_read(
         except (OSError, ValueError, KeyError) as err:
             logger.warning("ignoring unreadable index cache %s: %s", file, err)
         else:
-            if sources_unchanged(index):
+            if index.sources and sources_unchanged(index):
                 return index
             logger.info("index cache %s is stale: a source file changed", file)
     index = read_dataset(name, root, **options)
+    if not index.sources:
+        return index
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz")
     os.close(fd)

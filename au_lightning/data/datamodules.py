@@ -33,6 +33,7 @@ from au_lightning.data.transforms import (
     eval_transform,
     train_transform,
 )
+from au_lightning.errors import ConfigError
 
 __all__ = ["SAMPLERS", "AUDataModule", "Protocol"]
 
@@ -104,14 +105,14 @@ class AUDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+            raise ConfigError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
         if protocol == "cross" and not (test_dataset and (test_root or test_synth)):
-            raise ValueError("protocol 'cross' needs test_dataset and test_root (or test_synth)")
+            raise ConfigError("protocol 'cross' needs test_dataset and test_root (or test_synth)")
         for given_root, given_synth, what in ((root, synth, ""), (test_root, test_synth, "test_")):
             if given_root and given_synth:
-                raise ValueError(f"give {what}root or {what}synth, not both")
+                raise ConfigError(f"give {what}root or {what}synth, not both")
         if protocol == "parts" and not parts:
-            raise ValueError("protocol 'parts' needs parts: {name: [subjects]}")
+            raise ConfigError("protocol 'parts' needs parts: {name: [subjects]}")
         self.save_hyperparameters()
         self.train_transform = train_transform(image_size, crop_size, flip, mean, std)
         self.eval_transform = eval_transform(image_size, crop_size, mean, std)
@@ -126,9 +127,15 @@ class AUDataModule(L.LightningDataModule):
         root: str | None,
         options: dict[str, Any] | None,
         synth: dict[str, int | float] | None,
+        option_prefix: str = "",
     ) -> FrameIndex:
         if synth is not None:
             root = str(ensure_synthau(name, **synth))
+        elif not root:
+            raise ConfigError(
+                f"no {name} data: set data.{option_prefix}root (the dataset folder) or "
+                f"data.{option_prefix}synth (SynthAU generated in the {name} layout)"
+            )
         read = cached_read if self.hparams.cache else read_dataset
         options = dict(options or {})
         aus = None if self.hparams.aus is None else resolve_aus(self.hparams.aus)
@@ -140,15 +147,22 @@ class AUDataModule(L.LightningDataModule):
         known = (index.occurrence >= 0).sum(0)
         never_known = [a for a, n in zip(index.aus, known, strict=True) if n == 0]
         if never_known:
-            raise ValueError(
+            raise ConfigError(
                 f"AU {', '.join(map(str, never_known))} has no known label in the {name} data "
                 "(every frame is unknown, e.g. 9 = not coded); choose AUs the dataset codes"
             )
         return index
 
-    def folds(self, index: FrameIndex) -> list[Fold]:
-        """Every fold of the configured protocol (``cv`` iterates over these)."""
+    def folds(self, index: FrameIndex | None = None) -> list[Fold]:
+        """Every fold of the configured protocol (``cv`` iterates over these); the dataset is
+        read (from the cache when it can be) unless its ``index`` is given."""
         hp = self.hparams
+        if hp.protocol == "cross":
+            raise ConfigError("protocol 'cross' has a single train/test split, not folds")
+        if index is None:
+            index = self.index
+        if index is None:
+            index = self._read(hp.dataset, hp.root, hp.reader_options, hp.synth)
         if hp.protocol == "kfold":
             return subject_folds(index, hp.num_folds, hp.seed)
         if hp.protocol == "loso":
@@ -157,7 +171,7 @@ class AUDataModule(L.LightningDataModule):
             return folds_from_parts(hp.parts)
         if hp.protocol in ("bp4d_3fold", "disfa_3fold"):
             return published_folds(hp.protocol)
-        raise ValueError(f"protocol {hp.protocol!r} has no folds")
+        raise ConfigError(f"protocol {hp.protocol!r} has no folds")
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
@@ -166,7 +180,7 @@ class AUDataModule(L.LightningDataModule):
         index = self._read(hp.dataset, hp.root, hp.reader_options, hp.synth)
         if hp.protocol == "cross":
             test_index = self._read(
-                hp.test_dataset, hp.test_root, hp.test_reader_options, hp.test_synth
+                hp.test_dataset, hp.test_root, hp.test_reader_options, hp.test_synth, "test_"
             )
             self.fold = cross_dataset_fold(index, test_index)
             train_rows, test_rows = np.arange(len(index)), np.arange(len(test_index))

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from au_lightning.errors import ConfigError
+
 __all__ = [
     "AU_SETS",
     "FrameIndex",
@@ -39,11 +41,11 @@ def resolve_aus(aus: str | Iterable[int]) -> tuple[int, ...]:
     """An AU set by name (``"bp4d"``, ``"disfa8"``, ...) or an explicit list of AU numbers."""
     if isinstance(aus, str):
         if aus not in AU_SETS:
-            raise ValueError(f"unknown AU set {aus!r}; known sets: {', '.join(AU_SETS)}")
+            raise ConfigError(f"unknown AU set {aus!r}; known sets: {', '.join(AU_SETS)}")
         return AU_SETS[aus]
     out = tuple(int(a) for a in aus)
     if len(set(out)) != len(out):
-        raise ValueError(f"AU list {list(out)} names an AU twice")
+        raise ConfigError(f"AU list {list(out)} names an AU twice")
     return out
 
 
@@ -58,12 +60,12 @@ def intensity_threshold(rule: str | int) -> int:
     elif isinstance(rule, str) and rule.replace(" ", "") in _THRESHOLDS:
         level = _THRESHOLDS[rule.replace(" ", "")]
     else:
-        raise ValueError(
+        raise ConfigError(
             f"intensity threshold {rule!r}; expected one of {', '.join(_THRESHOLDS)} "
             "or the minimum intensity as an integer 1..5"
         )
     if not 1 <= level <= 5:
-        raise ValueError(f"intensity threshold {rule!r}: minimum intensity must be in 1..5")
+        raise ConfigError(f"intensity threshold {rule!r}: minimum intensity must be in 1..5")
     return level
 
 
@@ -235,7 +237,7 @@ class FrameIndex:
         wanted = resolve_aus(aus)
         missing = [a for a in wanted if a not in self.aus]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"AU {', '.join(map(str, missing))} not in the {self.dataset or 'dataset'} "
                 f"labels; it has AUs {', '.join(map(str, self.aus))}"
             )
@@ -278,7 +280,7 @@ class FrameIndex:
         wanted = [str(s) for s in subjects]
         unknown = sorted(set(wanted) - set(self.subjects))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"subject(s) {', '.join(unknown)} not in the {self.dataset or 'dataset'} index "
                 f"({len(self.subject_names)} subjects: {', '.join(self.subjects[:8])}...)"
             )
@@ -294,7 +296,7 @@ class FrameIndex:
         Unknown intensity (-1) stays unknown.
         """
         if self.intensity is None:
-            raise ValueError(f"the {self.dataset or 'dataset'} index has no intensity labels")
+            raise ConfigError(f"the {self.dataset or 'dataset'} index has no intensity labels")
         level = intensity_threshold(rule)
         return self.replace(occurrence=occurrence_from_intensity(self.intensity, level))
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from au_lightning.data.errors import SplitError
 from au_lightning.data.index import FrameIndex
+from au_lightning.errors import ConfigError
 
 __all__ = [
     "PUBLISHED_PARTS",
@@ -84,7 +85,7 @@ def subject_folds(index: FrameIndex, k: int, seed: int = 0) -> list[Fold]:
     """
     subjects = index.subject_names
     if not 2 <= k <= len(subjects):
-        raise ValueError(f"k={k} folds: need 2 <= k <= the number of subjects ({len(subjects)})")
+        raise ConfigError(f"k={k} folds: need 2 <= k <= the number of subjects ({len(subjects)})")
     counts = np.bincount(index.subject_code, minlength=len(subjects))
     order = np.random.default_rng(seed).permutation(len(subjects))
     load = np.zeros(k, dtype=np.int64)
@@ -123,7 +124,7 @@ def folds_from_parts(parts: Mapping[str, Sequence[str]]) -> list[Fold]:
 def published_folds(name: str) -> list[Fold]:
     """The published 3-fold lists by name: ``"bp4d_3fold"`` or ``"disfa_3fold"``."""
     if name not in PUBLISHED_PARTS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown published fold list {name!r}; known: {', '.join(PUBLISHED_PARTS)}"
         )
     return folds_from_parts(PUBLISHED_PARTS[name])
@@ -149,11 +150,11 @@ def select_fold(folds: Sequence[Fold], fold: int | str) -> Fold:
     names = [f.name for f in folds]
     if isinstance(fold, str) and not fold.lstrip("-").isdigit():
         if fold not in names:
-            raise ValueError(f"fold {fold!r} not found; folds are named {', '.join(names)}")
+            raise ConfigError(f"fold {fold!r} not found; folds are named {', '.join(names)}")
         return folds[names.index(fold)]
     i = int(fold)
     if not 0 <= i < len(folds):
-        raise ValueError(
+        raise ConfigError(
             f"fold {i} out of range: this protocol has {len(folds)} folds "
             f"(0..{len(folds) - 1}: {', '.join(names[:6])}{'...' if len(names) > 6 else ''})"
         )
@@ -206,7 +207,7 @@ def validation_reserve(
     if strategy == "none":
         return train_rows, train_rows[:0]
     if not 0 < fraction < 1:
-        raise ValueError(f"validation fraction {fraction}; expected 0 < fraction < 1")
+        raise ConfigError(f"validation fraction {fraction}; expected 0 < fraction < 1")
     codes = index.subject_code[train_rows]
     subjects = np.unique(codes)
     if strategy == "subjects":
@@ -223,7 +224,7 @@ def validation_reserve(
             if n_val < len(rows):
                 val[rng.choice(rows, size=n_val, replace=False)] = True
     else:
-        raise ValueError(
+        raise ConfigError(
             f"validation strategy {strategy!r}; expected 'subjects', 'frames' or 'none'"
         )
     return train_rows[~val], train_rows[val]

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from au_baseline.net import Backbone, BaselineNet
-from au_lightning import AUMethod
+from au_lightning import AUMethod, ConfigError
 from au_lightning.data import resolve_aus
 
 logger = logging.getLogger(__name__)
@@ -54,14 +54,14 @@ class Baseline(AUMethod):
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        # Before Lightning restores a resumed checkpoint, so resuming keeps its own weights.
-        if stage == "fit" and self.hparams.init_from:
-            init_from_run(self.net, Path(self.hparams.init_from), self.aus)
+    def on_fit_start(self) -> None:
+        # After Lightning restored a resumed run (trainer.ckpt_path is then set): a resumed
+        # run keeps its own weights and does not need the file it was started from.
+        if self.hparams.init_from and self.trainer.ckpt_path is None:
+            init_from_run(self.net, Path(self.hparams.init_from), self.aus, self.hparams.backbone)
 
 
-def init_from_run(net: BaselineNet, path: Path, aus: tuple[int, ...]) -> None:
+def init_from_run(net: BaselineNet, path: Path, aus: tuple[int, ...], backbone: str) -> None:
     """Load ``net`` from the ``net.*`` weights of an earlier run's Lightning checkpoint.
 
     The backbone must match key for key and shape for shape. The AU layer is matched by AU
@@ -75,31 +75,32 @@ def init_from_run(net: BaselineNet, path: Path, aus: tuple[int, ...]) -> None:
         state = checkpoint["state_dict"]
         old_aus = resolve_aus(checkpoint["hyper_parameters"]["aus"])
     except Exception as err:
-        raise ValueError(
+        raise ConfigError(
             f"init_from: {path} is not a checkpoint of an au-lightning run "
             f"(expected state_dict and hyper_parameters.aus): {err}"
         ) from err
     prefix = "net.backbone."
-    backbone = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     expected = net.backbone.state_dict()
-    missing = sorted(expected.keys() - backbone.keys())
-    unexpected = sorted(backbone.keys() - expected.keys())
+    missing = sorted(expected.keys() - weights.keys())
+    unexpected = sorted(weights.keys() - expected.keys())
     wrong = sorted(
-        k for k in expected.keys() & backbone.keys() if expected[k].shape != backbone[k].shape
+        k for k in expected.keys() & weights.keys() if expected[k].shape != weights[k].shape
     )
     if missing or unexpected or wrong:
-        raise ValueError(
-            f"init_from: the backbone in {path} does not match this model's "
-            f"({net.backbone.__class__.__name__}): missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}, other shapes {wrong[:3]}; use the same backbone as that run"
+        old_backbone = checkpoint["hyper_parameters"].get("backbone", "?")
+        raise ConfigError(
+            f"init_from: {path} holds a {old_backbone} backbone, this model has {backbone} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes "
+            f"{wrong[:3]}); use the backbone of that run"
         )
-    net.backbone.load_state_dict(backbone)
+    net.backbone.load_state_dict(weights)
     shared = [a for a in aus if a in old_aus]
     with torch.no_grad():
         for name in ("weight", "bias"):
             old = state[f"net.head.linear.{name}"]
             new = getattr(net.head.linear, name)
             for au in shared:
-                new[aus.index(au)] = old[old_aus.index(au)]
+                new[aus.index(au)].copy_(old[old_aus.index(au)])
     fresh = [a for a in aus if a not in old_aus]
     logger.info("init_from %s: backbone and AUs %s loaded; AUs %s start fresh", path, shared, fresh)

@@ -6,6 +6,7 @@ from typing import Literal, get_args
 
 from torch import Tensor, nn
 
+from au_lightning import ConfigError
 from au_lightning.nn import ANet, MultiLabelHead, resnet_backbone
 
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "anet"]
@@ -36,10 +37,12 @@ class BaselineNet(nn.Module):
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+            raise ConfigError(
+                f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}"
+            )
         if backbone == "anet":
             if pretrained is not False:
-                raise ValueError(
+                raise ConfigError(
                     "backbone 'anet' has no pretrained weights; set pretrained: false, or "
                     "start from an earlier run with init_from: /path/to/run.ckpt"
                 )
