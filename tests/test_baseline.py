@@ -10,7 +10,6 @@ import re
 import shutil
 import sys
 import urllib.error
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -71,15 +70,6 @@ def _trainer(root: Path, max_steps: int) -> L.Trainer:
         limit_val_batches=0,
         default_root_dir=root,
     )
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One SynthAU/index cache for the module (the same tiny set serves every test)."""
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AU_LIGHTNING_CACHE", str(path))
-        yield path
 
 
 @pytest.fixture
