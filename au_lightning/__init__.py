@@ -17,15 +17,17 @@ from au_lightning.data import (
     read_dataset,
 )
 from au_lightning.errors import ConfigError
-from au_lightning.losses import masked_bce, positive_weights
-from au_lightning.method import AUMethod, PredictionWriter
+from au_lightning.losses import base_rates, masked_bce, positive_weights, selective_weights
+from au_lightning.method import AUMethod, LossWeights, PredictionWriter
 from au_lightning.metrics import (
     AUDetectionMetrics,
+    ThresholdSearch,
     event_f1,
     f1_at_thresholds,
     icc3_1,
     intensity_mae,
     mean_over_folds,
+    search_thresholds,
 )
 
 __version__ = "0.1.0"
@@ -41,9 +43,12 @@ __all__ = [
     "FrameDataset",
     "FrameIndex",
     "ImageReadError",
+    "LossWeights",
     "PredictionWriter",
     "SplitError",
+    "ThresholdSearch",
     "__version__",
+    "base_rates",
     "data",
     "event_f1",
     "f1_at_thresholds",
@@ -58,4 +63,6 @@ __all__ = [
     "read_dataset",
     "registry",
     "reports",
+    "search_thresholds",
+    "selective_weights",
 ]

@@ -253,7 +253,9 @@ def cv(args: Sequence[str]) -> None:
         best = [c.best_model_path for c in run.trainer.checkpoint_callbacks if c.monitor]
         ckpt = best[0] if best and best[0] else None  # else: the weights fit ended with
         [scores] = run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=ckpt)
-        per_fold[name] = {k.removeprefix("test/"): v for k, v in scores.items()}
+        per_fold[name] = {
+            k.removeprefix("test/").replace("untuned/", "untuned_"): v for k, v in scores.items()
+        }
     md, *_ = write_cv_results(per_fold, first.model.aus, out)
     print(f"cross-validation over {len(folds)} folds, written to {out}\n{md.read_text()}")
 

@@ -1,4 +1,4 @@
-"""Losses for multi-label AU targets with unknown labels."""
+"""Losses for multi-label AU targets with unknown labels, and their imbalance weights."""
 
 from __future__ import annotations
 
@@ -6,30 +6,71 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["masked_bce", "positive_weights"]
+__all__ = ["base_rates", "masked_bce", "positive_weights", "selective_weights"]
 
 
-def masked_bce(logits: Tensor, target: Tensor, pos_weight: Tensor | None = None) -> Tensor:
+def masked_bce(
+    logits: Tensor,
+    target: Tensor,
+    pos_weight: Tensor | None = None,
+    weight: Tensor | None = None,
+) -> Tensor:
     """Mean binary cross-entropy over the known labels only (``target`` -1 is unknown).
 
     ``pos_weight`` (L,) multiplies the positive term per AU, as in
-    ``torch.nn.BCEWithLogitsLoss``. With no known label in the batch the loss is 0 (and still
-    connected to ``logits``, so a backward pass is harmless).
+    ``torch.nn.BCEWithLogitsLoss``; ``weight`` (B, L) multiplies each label's term (the w of
+    Ji et al. Eq. 1). The mean is over the known labels. With no known label in the batch
+    the loss is 0 (and still connected to ``logits``, so a backward pass is harmless).
     """
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
+    if weight is not None and weight.shape != logits.shape:
+        raise ValueError(f"weight {tuple(weight.shape)} and logits {tuple(logits.shape)} differ")
     known = target >= 0
-    weight = None if pos_weight is None else pos_weight.to(logits).expand_as(logits)[known]
     if not known.any():
         return logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(
-        logits[known], target[known].to(logits.dtype), pos_weight=weight
+    pos = None if pos_weight is None else pos_weight.to(logits).expand_as(logits)[known]
+    loss = F.binary_cross_entropy_with_logits(
+        logits[known], target[known].to(logits.dtype), pos_weight=pos, reduction="none"
     )
+    if weight is not None:
+        loss = loss * weight.to(loss)[known]
+    return loss.mean()
 
 
-def positive_weights(occurrence: Tensor, max_weight: float = 20.0) -> Tensor:
-    """Per-AU ``(1 - p) / p`` from the known labels' positive rate p, clipped to
-    ``max_weight`` (an AU with no known positive gets ``max_weight``)."""
+def base_rates(occurrence: Tensor) -> Tensor:
+    """Per-AU positive rate among the known labels, shape ``(L,)`` (0 for an AU with none)."""
     known = (occurrence >= 0).sum(0).clamp(min=1)
-    p = (occurrence == 1).sum(0) / known
-    return ((1 - p) / p.clamp(min=1e-12)).clamp(max=max_weight).to(torch.float32)
+    return ((occurrence == 1).sum(0) / known).to(torch.float32)
+
+
+def positive_weights(rate: Tensor, max_weight: float = 20.0) -> Tensor:
+    """Per-AU ``(1 - p) / p`` from the base rates p (:func:`base_rates`), clipped to
+    ``max_weight`` (an AU with no known positive gets ``max_weight``)."""
+    return ((1 - rate) / rate.clamp(min=1e-12)).clamp(max=max_weight)
+
+
+def selective_weights(target: Tensor, rate: Tensor) -> Tensor:
+    """Selective-learning weights (Hand et al. 2018), the w of Ji et al. 2020 Eq. 1 (Sec. 3.4).
+
+    Per AU, the batch's positive share among its known labels b = n+ / (n+ + n-) is
+    compared with the target share t = ``rate`` (the training set's true distribution):
+
+    * b > t (positives over-represented): negatives get n+ (1 - t) / (n- t), positives 1;
+    * b < t (under-represented): positives get n- t / (n+ (1 - t)), negatives 1;
+    * b = t, or one class absent from the batch: every label 1.
+
+    Either way the weighted positive share of the batch equals t. Unknown labels get 0.
+    Returns ``(B, L)`` float weights for ``target`` ``(B, L)`` in {-1, 0, 1}.
+    """
+    known = target >= 0
+    pos = (target == 1).sum(0).to(torch.float32)
+    neg = (target == 0).sum(0).to(torch.float32)
+    t = rate.to(pos).clamp(1e-6, 1 - 1e-6)
+    both = (pos > 0) & (neg > 0)
+    share = pos / (pos + neg).clamp(min=1)
+    ones = torch.ones_like(pos)
+    w_neg = torch.where(both & (share > t), pos * (1 - t) / (neg.clamp(min=1) * t), ones)
+    w_pos = torch.where(both & (share < t), neg * t / (pos.clamp(min=1) * (1 - t)), ones)
+    weights = torch.where(target == 1, w_pos, w_neg)
+    return weights * known

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
@@ -20,12 +20,14 @@ from torch import Tensor
 
 from au_lightning.data.index import resolve_aus
 from au_lightning.errors import ConfigError
-from au_lightning.losses import masked_bce, positive_weights
-from au_lightning.metrics import AUDetectionMetrics
+from au_lightning.losses import base_rates, masked_bce, positive_weights, selective_weights
+from au_lightning.metrics import AUDetectionMetrics, ThresholdSearch
 from au_lightning.reports import write_results
 from au_lightning.rng import capture_rng_states, restore_rng_states
 
-__all__ = ["AUMethod", "PredictionWriter"]
+__all__ = ["AUMethod", "LossWeights", "PredictionWriter"]
+
+LossWeights = Literal["none", "positive", "selective"]
 
 
 class AUMethod(L.LightningModule):
@@ -34,8 +36,15 @@ class AUMethod(L.LightningModule):
     Args:
         aus: the AUs the model outputs, by set name or numbers; must match the data's AUs.
         thresholds: decision threshold, one for all AUs or one per AU.
+        threshold_search: tune one threshold per AU on the validation split at the end of
+            every validation epoch, maximizing its F1 (Ji et al. 2020, Sec. 3.6). The tuned
+            thresholds are saved with the checkpoint and used by ``test`` and ``predict``;
+            the test results report F1 at ``thresholds`` too (``test/untuned/...``).
         lr, weight_decay: Adam's settings (subclasses may override ``configure_optimizers``).
-        pos_weight: weight positives by ``(1 - p) / p`` of the training base rates.
+        loss_weights: ``none``; ``positive``: positives weighted by ``(1 - p) / p`` of the
+            training base rates p; ``selective``: selective learning, each batch's labels
+            reweighted toward the training base rates (Ji et al. Eq. 1, see
+            :func:`au_lightning.losses.selective_weights`).
 
     Subclasses call ``self.save_hyperparameters()`` in their ``__init__``, so checkpoints
     hold only primitives and load with ``torch.load(weights_only=True)``.
@@ -48,30 +57,47 @@ class AUMethod(L.LightningModule):
         self,
         aus: str | list[int] = "bp4d",
         thresholds: float | list[float] = 0.5,
+        threshold_search: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        pos_weight: bool = False,
+        loss_weights: LossWeights = "none",
     ) -> None:
         super().__init__()
+        if loss_weights not in ("none", "positive", "selective"):
+            raise ConfigError(
+                f"loss_weights must be none, positive or selective, got {loss_weights!r}"
+            )
         self.aus: tuple[int, ...] = resolve_aus(aus)
         self.lr = lr
         self.weight_decay = weight_decay
-        self.use_pos_weight = pos_weight
-        self.register_buffer("pos_weight", torch.ones(len(self.aus)))
+        self.loss_weights = loss_weights
+        self.threshold_search = threshold_search
+        # the training split's per-AU positive rate, set when fitting starts
+        self.register_buffer("base_rate", torch.full((len(self.aus),), 0.5))
         self.val_metrics = AUDetectionMetrics(self.aus, thresholds)
         self.test_metrics = AUDetectionMetrics(self.aus, thresholds)
+        self.untuned_test_metrics = AUDetectionMetrics(self.aus, thresholds)
+        self.val_search = ThresholdSearch(len(self.aus))
+        # persistent, so that a checkpoint carries the thresholds tuned on its validation
+        self.register_buffer("tuned_thresholds", self.val_metrics.thresholds.clone())
 
     @property
     def thresholds(self) -> list[float]:
-        """The per-AU decision thresholds (validated by the metrics that use them)."""
-        return self.test_metrics.thresholds.tolist()
+        """The per-AU decision thresholds in use: the tuned ones with ``threshold_search``."""
+        if self.threshold_search:
+            return self.tuned_thresholds.tolist()
+        return self.val_metrics.thresholds.tolist()
 
     # -- template hooks -----------------------------------------------------------------------
 
     def training_loss(self, batch: dict[str, Any], logits: Tensor) -> Tensor:
-        """Masked multi-label BCE over the known labels (optionally positive-weighted)."""
-        weight = self.pos_weight if self.use_pos_weight else None
-        return masked_bce(logits, batch["occurrence"], weight)
+        """Masked multi-label BCE over the known labels, weighted as ``loss_weights`` says."""
+        target = batch["occurrence"]
+        if self.loss_weights == "positive":
+            return masked_bce(logits, target, pos_weight=positive_weights(self.base_rate))
+        if self.loss_weights == "selective":
+            return masked_bce(logits, target, weight=selective_weights(target, self.base_rate))
+        return masked_bce(logits, target)
 
     # -- Lightning hooks ----------------------------------------------------------------------
 
@@ -84,9 +110,14 @@ class AUMethod(L.LightningModule):
                 f"the model outputs AUs {list(self.aus)} but the data has AUs "
                 f"{list(datamodule.aus)}; set model aus and data aus alike"
             )
-        if self.use_pos_weight and stage == "fit":
+        if stage == "fit":
             train = torch.from_numpy(datamodule.index.occurrence[datamodule.train_rows])
-            self.pos_weight.copy_(positive_weights(train))
+            self.base_rate.copy_(base_rates(train))
+            if self.threshold_search and len(getattr(datamodule, "val_rows", [])) == 0:
+                raise ConfigError(
+                    "model.threshold_search tunes thresholds on the validation split, but the "
+                    "data has none; set data.val_strategy to subjects or frames"
+                )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_states"] = capture_rng_states()
@@ -109,29 +140,52 @@ class AUMethod(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
         return loss
 
-    def _evaluate(self, batch: dict[str, Any], metrics: AUDetectionMetrics, stage: str) -> None:
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> tuple[Tensor, Tensor]:
         logits = self(batch["image"])
         target = batch["occurrence"]
         self.log(f"{stage}/loss", masked_bce(logits, target), batch_size=len(target))
-        metrics.update(torch.sigmoid(logits.float()), target)
+        return torch.sigmoid(logits.float()), target
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, "val")
+        probs, target = self._evaluate(batch, "val")
+        self.val_metrics.update(probs, target)
+        if self.threshold_search:
+            self.val_search.update(probs, target)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, "test")
+        probs, target = self._evaluate(batch, "test")
+        self.test_metrics.update(probs, target)
+        if self.threshold_search:
+            self.untuned_test_metrics.update(probs, target)
 
-    def _log_scores(self, metrics: AUDetectionMetrics, stage: str) -> dict[str, float]:
+    def _log_scores(self, metrics: AUDetectionMetrics, prefix: str) -> dict[str, float]:
         scores = {k: float(v) for k, v in metrics.compute().items()}
-        self.log_dict({f"{stage}/{k}": v for k, v in scores.items()})
+        self.log_dict({f"{prefix}/{k}": v for k, v in scores.items()})
         metrics.reset()
         return scores
 
     def on_validation_epoch_end(self) -> None:
         self._log_scores(self.val_metrics, "val")
+        if self.threshold_search:
+            # Model selection stays on the fixed thresholds: F1 at thresholds tuned on the
+            # same frames (val/tuned_f1_*) is optimistic.
+            thresholds, f1 = (t.reshape(-1) for t in self.val_search.compute())
+            self.val_search.reset()
+            self.tuned_thresholds.copy_(thresholds)
+            tuned = {f"val/tuned_f1_AU{a}": float(v) for a, v in zip(self.aus, f1, strict=True)}
+            self.log_dict({**tuned, "val/tuned_f1_mean": float(f1.mean())})
+
+    def on_test_epoch_start(self) -> None:
+        self.test_metrics.thresholds.copy_(torch.tensor(self.thresholds))
 
     def on_test_epoch_end(self) -> None:
         scores = self._log_scores(self.test_metrics, "test")
+        if self.threshold_search:
+            untuned = self._log_scores(self.untuned_test_metrics, "test/untuned")
+            scores |= {f"untuned_{k}": v for k, v in untuned.items()}
+            scores |= {
+                f"threshold_AU{a}": t for a, t in zip(self.aus, self.thresholds, strict=True)
+            }
         if self.trainer.is_global_zero:
             write_results(scores, self.aus, self.run_dir)
 

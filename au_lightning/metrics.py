@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -32,16 +33,19 @@ from torchmetrics.classification import (
     MultilabelStatScores,
 )
 from torchmetrics.functional.classification import binary_f1_score, multilabel_f1_score
+from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 __all__ = [
     "AUDetectionMetrics",
+    "ThresholdSearch",
     "event_f1",
     "f1_at_thresholds",
     "icc3_1",
     "icc3_1_ratings",
     "intensity_mae",
     "mean_over_folds",
+    "search_thresholds",
 ]
 
 ThresholdsLike = float | Sequence[float] | Tensor
@@ -235,6 +239,117 @@ def f1_at_thresholds(probs: Tensor, target: Tensor, thresholds: ThresholdsLike =
     return multilabel_f1_score(
         binary, target, num_labels=probs.shape[1], average=None, ignore_index=-1
     )
+
+
+def _snap(
+    candidates: np.ndarray, lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype
+) -> np.ndarray:
+    """Round cut points to ``dtype`` so that ``lower <= t < upper`` still holds after rounding.
+
+    ``prob > t`` is evaluated in the probabilities' dtype, so a float64 midpoint that rounds up
+    onto ``upper`` would move the cut; fall back to ``lower`` (same cut) in that case.
+    """
+    t = torch.from_numpy(candidates).to(dtype).to(torch.float64).numpy()
+    return np.where(t >= upper, lower, t)
+
+
+def _search_one(p: np.ndarray, y: np.ndarray, dtype: torch.dtype) -> tuple[float, float]:
+    """Best ``(threshold, F1)`` for one AU's known probabilities ``p`` and 0/1 labels ``y``."""
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return 0.5, 0.0
+    p_all = np.sort(p)
+    starts = np.flatnonzero(np.append(True, p_all[1:] != p_all[:-1]))
+    values = p_all[starts]  # distinct values, ascending
+    # Rule g: predict positive every value >= values[g]; its threshold lies below values[g].
+    pred_pos = p.size - starts
+    tp = n_pos - np.searchsorted(np.sort(p[y == 1]), values)
+    f1 = 2 * tp / (pred_pos + n_pos)  # 2TP / (2TP + FP + FN)
+    mids = _snap((values[:-1] + values[1:]) / 2, values[:-1], values[1:], dtype)
+    if values[0] > 0:  # predict everything positive with v_min / 2
+        low = _snap(values[:1] / 2, np.zeros(1), values[:1], dtype)
+    else:  # would need a negative threshold: not a candidate
+        low, f1 = np.zeros(0), f1[1:]
+    thr = np.concatenate((low, mids, values[-1:]))  # v_max: predict nothing positive
+    f1 = np.append(f1, 0.0)
+    ties = thr[f1 == f1.max()]
+    best = ties[np.lexsort((ties, np.abs(ties - 0.5)))[0]]  # nearest 0.5, then the smaller
+    return float(best), float(f1.max())
+
+
+def search_thresholds(probs: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-AU decision thresholds maximising frame F1 on known labels (Ji et al. 2020, Sec. 3.6).
+
+    "Soft thresholding" from Ji et al., "Multiple Transfer Learning and Multi-label Balanced
+    Training Strategies for Facial AU Detection In the Wild" (CVPRW 2020): every output
+    probability on the validation set is a candidate threshold and the one with the best F1 is
+    kept per AU. The search here is exhaustive: the known probabilities of each AU are sorted
+    and every cut between distinct values is scored at once from cumulative TP/FP counts, so
+    Ji's speed-up of starting near the ground-truth positive rate is unnecessary.
+
+    Candidates per AU are the midpoints between consecutive distinct values, ``v_min / 2`` when
+    the smallest value ``v_min > 0`` (predict all positive) and ``v_max`` (predict none; F1 0),
+    applied as ``prob > threshold``. F1 ties are broken by the threshold closest to 0.5, then
+    the smaller one. Targets equal to -1 are ignored. An AU without a known positive keeps
+    threshold 0.5 with F1 0.0 (torchmetrics' ``zero_division=0``).
+
+    Returns ``(thresholds, f1)``, both float64 of shape ``(L,)`` on the CPU; ``f1`` equals
+    :func:`f1_at_thresholds` at ``thresholds``.
+    """
+    probs = _check_probs(probs)
+    target = _check_detection_target(target, _shape(probs))
+    p = probs.detach().cpu().to(torch.float64).T.contiguous().numpy()  # (L, N)
+    t = target.cpu().T.contiguous().numpy()
+    results = [
+        _search_one(p_j[t_j >= 0], t_j[t_j >= 0], probs.dtype)
+        for p_j, t_j in zip(p, t, strict=True)
+    ]
+    thresholds = torch.tensor([r[0] for r in results], dtype=torch.float64)
+    f1 = torch.tensor([r[1] for r in results], dtype=torch.float64)
+    return thresholds, f1
+
+
+class ThresholdSearch(Metric):
+    """Accumulating :func:`search_thresholds` (Ji et al. 2020, Sec. 3.6 "soft thresholding").
+
+    ``update(probs, target)`` stores ``(B, num_labels)`` probabilities and {-1, 0, 1} targets;
+    the states are concatenated across DDP ranks (``dist_reduce_fx="cat"``). ``compute()``
+    returns ``(thresholds, f1)``, float64 ``(num_labels,)``, from an exhaustive search over
+    every distinct accumulated probability (see :func:`search_thresholds`). As for every
+    torchmetrics metric, one-element results are squeezed: with ``num_labels=1`` both are 0-d.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    is_differentiable = False
+
+    probs: list[Tensor]
+    target: list[Tensor]
+
+    def __init__(self, num_labels: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+            raise ValueError(f"`num_labels` must be a positive integer, got {num_labels!r}")
+        self.num_labels = num_labels
+        self.add_state("probs", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, probs: Tensor, target: Tensor) -> None:
+        """Accumulate probabilities ``(B, num_labels)`` and targets ``(B, num_labels)``."""
+        probs = _check_probs(probs, self.num_labels)
+        target = _check_detection_target(target, _shape(probs))
+        self.probs.append(probs.detach())
+        self.target.append(target)
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        """``(thresholds, f1)`` over everything accumulated since the last reset."""
+        # List states become one tensor after a DDP sync; ranks without data add empty tensors.
+        probs = dim_zero_cat(self.probs) if len(self.probs) else None
+        if probs is None or probs.numel() == 0:
+            raise ValueError(
+                "ThresholdSearch.compute() has no samples: call update() with a non-empty batch"
+            )
+        return search_thresholds(probs, dim_zero_cat(self.target))
 
 
 def _runs(positive: np.ndarray, boundary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,11 +6,18 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from au_lightning.metrics import mean_over_folds
 
-__all__ = ["au_bar_plot", "per_au_table", "write_cv_results", "write_results"]
+__all__ = [
+    "au_bar_plot",
+    "per_au_table",
+    "presence_heatmap",
+    "write_cv_results",
+    "write_results",
+]
 
 METRICS = ("f1", "acc", "auc")
 
@@ -21,10 +28,25 @@ def _percent(value: float | None) -> str:
 
 def per_au_table(scores: Mapping[str, float], aus: Sequence[int]) -> list[list[str]]:
     """Rows ``AU, F1, accuracy, AUC`` (x100, as the papers report them) and a mean row, from
-    keys ``f1_AU<n>``, ``acc_AU<n>``, ``auc_AU<n>`` and ``*_mean``; missing keys are blank."""
-    rows = [["AU", "F1", "accuracy", "AUC"]]
-    rows += [[f"AU{au}", *(_percent(scores.get(f"{m}_AU{au}")) for m in METRICS)] for au in aus]
-    rows.append(["mean", *(_percent(scores.get(f"{m}_mean")) for m in METRICS)])
+    keys ``f1_AU<n>``, ``acc_AU<n>``, ``auc_AU<n>`` and ``*_mean``; missing keys are blank.
+
+    With tuned thresholds (keys ``untuned_f1_AU<n>``, ``threshold_AU<n>``) two columns follow:
+    F1 at the untuned thresholds and the tuned threshold of each AU.
+    """
+    untuned = any(k.startswith("untuned_f1_") for k in scores)
+    tuned = any(k.startswith("threshold_AU") for k in scores)
+    header = ["AU", "F1", "accuracy", "AUC"]
+    rows = [header + ["F1 untuned"] * untuned + ["threshold"] * tuned]
+    for au in [*aus, None]:
+        suffix = "mean" if au is None else f"AU{au}"
+        row = [suffix if au is None else f"AU{au}"]
+        row += [_percent(scores.get(f"{m}_{suffix}")) for m in METRICS]
+        if untuned:
+            row.append(_percent(scores.get(f"untuned_f1_{suffix}")))
+        if tuned:
+            threshold = scores.get(f"threshold_{suffix}")
+            row.append("" if threshold is None else f"{threshold:.3f}")
+        rows.append(row)
     return rows
 
 
@@ -88,10 +110,43 @@ def write_cv_results(
     """
     mean = mean_over_folds(list(per_fold.values()))
     keys = [f"f1_AU{a}" for a in aus] + ["f1_mean"]
-    header = ["AU", *(f"F1 {name}" for name in per_fold), "F1 mean", "accuracy mean", "AUC mean"]
-    rows = [header]
+    means = [f"{column} mean" for column in per_au_table(mean, aus)[0][1:]]
+    rows = [["AU", *(f"F1 {name}" for name in per_fold), *means]]
     for key, mean_row in zip(keys, per_au_table(mean, aus)[1:], strict=True):
         folds = [_percent(scores.get(key)) for scores in per_fold.values()]
         rows.append([mean_row[0], *folds, *mean_row[1:]])
     tables = _write_table(rows, directory, "cv")
     return [*tables, _f1_plot(mean, aus, directory / "cv_f1.png", "F1 per AU, mean over folds")]
+
+
+def presence_heatmap(
+    presence: Mapping[str, np.ndarray], aus: Sequence[int], path: Path, cell: int = 11
+) -> Path:
+    """Heatmaps of AU presence per batch, one panel per sampler (Chu et al. Fig. 6).
+
+    ``presence`` maps a sampler's name to its ``(L, B)`` counts of present AUs in each batch
+    (:func:`au_lightning.data.presence_per_batch`); rows are AUs, columns batches, and the
+    shade is the count on one scale for all panels (white 0, darkest the largest count).
+    """
+    top = max(1, max(int(p.max(initial=0)) for p in presence.values()))
+    left, title, gap = 52, 16, 14
+    columns = max(p.shape[1] for p in presence.values())
+    panel = title + cell * len(aus)
+    width = left + cell * columns + 10
+    image = Image.new("RGB", (width, gap + len(presence) * (panel + gap)), "white")
+    draw = ImageDraw.Draw(image)
+    y = gap
+    for name, counts in presence.items():
+        draw.text((left, y), f"{name}: AU presence per batch (0..{top})", fill="black")
+        y += title
+        for i, au in enumerate(aus):
+            draw.text((4, y + i * cell - 2), f"AU{au}", fill="black")
+            for b, count in enumerate(counts[i]):
+                shade = int(255 * (1 - count / top))
+                x = left + b * cell
+                box = [x, y + i * cell, x + cell - 1, y + (i + 1) * cell - 1]
+                draw.rectangle(box, fill=(shade, shade, 255 - (255 - shade) // 3))
+        y += cell * len(aus) + gap
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

@@ -220,7 +220,7 @@ INIT_ERRORS = [
         "backbone 'anet' has no pretrained weights; set pretrained: false, or start from an "
         "earlier run with init_from: /path/to/run.ckpt",
     ),
-    (["--data.sampler=weighted"], "unknown sampler 'weighted'; known: random"),
+    (["--data.sampler=momo"], "unknown sampler 'momo'; known: random, stratified, momu"),
 ]
 
 

@@ -102,8 +102,10 @@ def test_user_errors_are_clear(bp4d: Path, tmp_path: Path) -> None:
         make(uncoded, tmp_path, aus=[1, 9]).setup("fit")
     with pytest.raises(ValueError, match=r"fold 3 out of range: this protocol has 3 folds"):
         make(bp4d, tmp_path, fold=3).setup("fit")
-    with pytest.raises(ValueError, match="unknown sampler 'momo'; known: random"):
+    with pytest.raises(ValueError, match="unknown sampler 'momo'; known: random, stratified, mo"):
         make(bp4d, tmp_path, sampler="momo")
+    with pytest.raises(ValueError, match=r"momu sampler has no option size \(its options: samp"):
+        make(bp4d, tmp_path, sampler="momu", sampler_options={"size": 4})
     write_bp4d_occ(bp4d, "F099", "T1", {1: {}})  # not in the published lists
     with pytest.raises(SplitError, match=r"fold 'part1' does not place subject\(s\) F099"):
         make(bp4d, tmp_path, protocol="bp4d_3fold").setup("fit")
@@ -181,3 +183,33 @@ def test_synth_option_generates_on_first_use(tmp_path: Path, monkeypatch) -> Non
     assert next(iter(dm.test_dataloader()))["image"].shape == (4, 3, 32, 32)
     with pytest.raises(ValueError, match="give root or synth, not both"):
         AUDataModule(dataset="bp4d", root=str(tmp_path), synth=synth)
+
+
+@pytest.mark.parametrize("sampler", ["momu", "stratified"])
+def test_trainer_gets_the_samplers_plan_of_each_epoch(
+    bp4d: Path, tmp_path: Path, sampler: str
+) -> None:
+    dm = make(bp4d, tmp_path, aus=[1, 2], val_strategy="none", sampler=sampler)
+
+    class Recorder(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+            self.rows: dict[int, list[list[int]]] = {}
+
+        def training_step(self, batch, _):
+            self.rows.setdefault(self.current_epoch, []).append(batch["index"].tolist())
+            return self.layer(torch.ones(1, 1)).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    model = Recorder()
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    batch_sampler = trainer.train_dataloader.batch_sampler
+    for epoch in (0, 1):  # Lightning set the epoch; positions map to the training rows
+        plan = [dm.train_rows[b].tolist() for b in batch_sampler.plan(epoch)]
+        assert model.rows[epoch] == plan
+    assert model.rows[0] != model.rows[1]

@@ -13,8 +13,9 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from au_lightning.data import AUDataModule
-from au_lightning.losses import masked_bce, positive_weights
+from au_lightning.losses import base_rates, masked_bce, positive_weights, selective_weights
 from au_lightning.method import AUMethod, PredictionWriter
+from au_lightning.metrics import search_thresholds
 
 AUS = [1, 2, 6, 12]
 
@@ -32,18 +33,49 @@ def test_masked_bce_ignores_unknowns_by_hand() -> None:
     expected_w = (2 * np.log(2) + np.log1p(np.exp(-1)) + np.log1p(np.exp(-3))) / 3
     assert weighted.item() == pytest.approx(expected_w, rel=1e-6)
     assert masked_bce(logits, torch.full_like(target, -1)).item() == 0.0
+    per_label = torch.tensor([[3.0, 7.0], [0.5, 1.0]])  # the unknown entry's 7 is unused
+    expected_l = (3 * np.log(2) + 0.5 * np.log1p(np.exp(-1)) + np.log1p(np.exp(-3))) / 3
+    assert masked_bce(logits, target, weight=per_label).item() == pytest.approx(expected_l)
+
+
+def test_selective_weights_by_hand() -> None:
+    # AU0: 3 of 4 known positive, target 0.25 -> positives over-represented: negatives get
+    #   n+ (1 - t) / (n- t) = 3 * 0.75 / (1 * 0.25) = 9.
+    # AU1: 1 of 4 positive, target 0.5 -> under-represented: the positive gets
+    #   n- t / (n+ (1 - t)) = 3 * 0.5 / (1 * 0.5) = 3.
+    # AU2: batch share 0.5 equals the target: all 1. AU3: no positive in the batch: all 1.
+    target = torch.tensor(
+        [[1, 1, 1, 0], [1, 0, 0, 0], [1, 0, 1, -1], [0, 0, 0, 0], [-1, -1, -1, 0]]
+    )
+    rate = torch.tensor([0.25, 0.5, 0.5, 0.1])
+    weights = selective_weights(target, rate)
+    expected = torch.tensor(
+        [[1, 3, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0], [9, 1, 1, 1], [0, 0, 0, 1]], dtype=torch.float32
+    )
+    torch.testing.assert_close(weights, expected)
+    for j in range(2):  # the weighted positive share of the batch equals the target
+        known = target[:, j] >= 0
+        share = (weights[:, j] * (target[:, j] == 1))[known].sum() / weights[known, j].sum()
+        assert float(share) == pytest.approx(float(rate[j]))
 
 
 def test_positive_weights() -> None:
     occ = torch.tensor([[1, 0, -1], [0, 0, -1], [0, 0, -1], [0, 1, -1]])
-    np.testing.assert_allclose(positive_weights(occ, max_weight=10), [3.0, 3.0, 10.0])
+    np.testing.assert_allclose(base_rates(occ), [0.25, 0.25, 0.0])
+    np.testing.assert_allclose(positive_weights(base_rates(occ), max_weight=10), [3.0, 3.0, 10.0])
 
 
 class Linear(AUMethod):
     """A linear AU detector on raw pixels (for tests)."""
 
-    def __init__(self, aus: list[int] = AUS, lr: float = 0.05, pos_weight: bool = True) -> None:
-        super().__init__(aus=aus, lr=lr, pos_weight=pos_weight)
+    def __init__(
+        self,
+        aus: list[int] = AUS,
+        lr: float = 0.05,
+        loss_weights: str = "positive",
+        threshold_search: bool = False,
+    ) -> None:
+        super().__init__(aus, lr=lr, loss_weights=loss_weights, threshold_search=threshold_search)
         self.save_hyperparameters()
         self.net = nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten(), nn.Linear(192, len(aus)))
 
@@ -69,7 +101,9 @@ def test_fit_test_writes_tables_equal_to_an_independent_f1(datamodule, tmp_path:
     model = Linear()
     run = trainer(tmp_path, enable_checkpointing=False)
     run.fit(model, datamodule=datamodule)
-    assert float(model.pos_weight[AUS.index(6)]) != 1.0  # set from training base rates
+    train = datamodule.index.occurrence[datamodule.train_rows]
+    expected = [(train[:, j] == 1).sum() / (train[:, j] >= 0).sum() for j in range(len(AUS))]
+    np.testing.assert_allclose(model.base_rate, expected, rtol=1e-6)  # the training split's
     logged = run.test(model, datamodule=datamodule, verbose=False)[0]
     assert {"test/f1_mean", "test/f1_AU12", "test/auc_AU1", "test/loss"} <= set(logged)
     # independent check: sklearn F1 on the test frames from the model's own probabilities
@@ -118,7 +152,8 @@ def test_checkpoint_hyperparameters_load_with_weights_only(datamodule, tmp_path:
     assert checkpoint["hyper_parameters"] == {
         "aus": AUS,
         "lr": 0.01,
-        "pos_weight": True,
+        "loss_weights": "positive",
+        "threshold_search": False,
         "_class_path": "tests.test_method.Linear",  # for LightningCLI's --ckpt_path
     }
     restored = Linear.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
@@ -134,3 +169,70 @@ def test_thresholds_one_per_au_or_a_scalar() -> None:
     assert Linear(aus=[1, 2]).thresholds == [0.5, 0.5]
     with pytest.raises(ValueError, match="one value per AU"):
         AUMethod(aus=[1, 2], thresholds=[0.3])
+
+
+def _probs_and_targets(model: AUMethod, loader) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    probs, targets = [], []
+    with torch.no_grad():
+        for batch in loader:
+            probs.append(torch.sigmoid(model(batch["image"])))
+            targets.append(batch["occurrence"])
+    return torch.cat(probs).numpy(), torch.cat(targets).numpy()
+
+
+def test_thresholds_tuned_on_validation_are_saved_and_used(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AU_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    synth = {"subjects": 6, "videos": 2, "frames": 24, "size": 32, "seed": 1, "workers": 1}
+    datamodule = AUDataModule(dataset="bp4d", synth=synth, aus=AUS, protocol="bp4d_3fold",
+                              fold="part1", image_size=32, crop_size=28, batch_size=16,
+                              val_strategy="frames", val_fraction=0.3)  # fmt: skip
+    torch.manual_seed(0)
+    model = Linear(threshold_search=True)
+    writer = PredictionWriter("pred.csv")
+    run = trainer(tmp_path, enable_checkpointing=False, callbacks=[writer])
+    run.fit(model, datamodule=datamodule)
+    val_probs, val_targets = _probs_and_targets(model, datamodule.val_dataloader())
+    expected, _ = search_thresholds(torch.from_numpy(val_probs), torch.from_numpy(val_targets))
+    np.testing.assert_allclose(model.thresholds, expected.numpy(), rtol=1e-6)
+    assert all(t != 0.5 for t in model.thresholds)  # every AU has positives in validation
+    run.save_checkpoint(tmp_path / "m.ckpt")
+    restored = Linear.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    assert restored.thresholds == model.thresholds
+
+    logged = run.test(restored, datamodule=datamodule, verbose=False)[0]
+    probs, targets = _probs_and_targets(restored, datamodule.test_dataloader())
+    for j, au in enumerate(AUS):
+        known = targets[:, j] >= 0
+        tuned = f1_score(targets[known, j], probs[known, j] > expected[j].item(), zero_division=0)
+        at_half = f1_score(targets[known, j], probs[known, j] > 0.5, zero_division=0)
+        assert logged[f"test/f1_AU{au}"] == pytest.approx(tuned, abs=1e-6)
+        assert logged[f"test/untuned/f1_AU{au}"] == pytest.approx(at_half, abs=1e-6)
+    with open(tmp_path / "test_results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert float(table[0]["threshold"]) == pytest.approx(restored.thresholds[0], abs=5e-4)
+    assert float(table[-1]["F1 untuned"]) == pytest.approx(
+        100 * logged["test/untuned/f1_mean"], abs=0.051
+    )
+
+    run.predict(restored, datamodule=datamodule, return_predictions=False)
+    with open(tmp_path / "pred.csv") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for au, threshold in zip(AUS, restored.thresholds, strict=True):
+            assert (
+                int(r[f"AU{au}"]) == int(float(r[f"p_AU{au}"]) > threshold)
+                or abs(
+                    float(r[f"p_AU{au}"]) - threshold  # the CSV rounds to 5 decimals
+                )
+                < 1e-5
+            )
+
+
+def test_threshold_search_needs_a_validation_split(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AU_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    synth = {"subjects": 6, "videos": 1, "frames": 12, "size": 32, "seed": 1, "workers": 1}
+    dm = AUDataModule(dataset="bp4d", synth=synth, aus=AUS, protocol="bp4d_3fold",
+                      fold="part1", image_size=32, crop_size=28, val_strategy="none")  # fmt: skip
+    with pytest.raises(ValueError, match="threshold_search tunes thresholds on the validation"):
+        trainer(tmp_path, enable_checkpointing=False).fit(Linear(threshold_search=True), dm)

@@ -1,7 +1,7 @@
 """The data layer: real layouts -> FrameIndex -> subject-exclusive splits -> batches."""
 
 from au_lightning.data.cache import cache_dir, cached_read, sources_unchanged
-from au_lightning.data.datamodules import SAMPLERS, AUDataModule, Protocol
+from au_lightning.data.datamodules import AUDataModule, Protocol
 from au_lightning.data.datasets import FrameDataset, load_frame
 from au_lightning.data.errors import DatasetFormatError, ImageReadError, SplitError
 from au_lightning.data.formats import (
@@ -17,6 +17,19 @@ from au_lightning.data.formats import (
     read_table,
 )
 from au_lightning.data.index import AU_SETS, FrameIndex, intensity_threshold, resolve_aus
+from au_lightning.data.sampling import (
+    SAMPLERS,
+    EpochPlan,
+    LabelBatchSampler,
+    MLROSBatches,
+    MOMUBatches,
+    RandomBatches,
+    StratifiedBatches,
+    WeightedBatches,
+    imbalance_ratios,
+    make_batch_sampler,
+    presence_per_batch,
+)
 from au_lightning.data.splits import (
     PUBLISHED_PARTS,
     Fold,
@@ -40,22 +53,32 @@ __all__ = [
     "SAMPLERS",
     "AUDataModule",
     "DatasetFormatError",
+    "EpochPlan",
     "Fold",
     "FrameDataset",
     "FrameIndex",
     "ImageReadError",
+    "LabelBatchSampler",
+    "MLROSBatches",
+    "MOMUBatches",
     "Protocol",
+    "RandomBatches",
     "SplitError",
+    "StratifiedBatches",
     "ValidationStrategy",
+    "WeightedBatches",
     "cache_dir",
     "cached_read",
     "cross_dataset_fold",
     "eval_transform",
     "fold_rows",
     "folds_from_parts",
+    "imbalance_ratios",
     "intensity_threshold",
     "leave_one_subject_out",
     "load_frame",
+    "make_batch_sampler",
+    "presence_per_batch",
     "published_folds",
     "read_affectnet",
     "read_bp4d",

@@ -14,6 +14,7 @@ from au_lightning.data.cache import cached_read
 from au_lightning.data.datasets import FrameDataset
 from au_lightning.data.formats import read_dataset, reader_options
 from au_lightning.data.index import FrameIndex, resolve_aus
+from au_lightning.data.sampling import check_sampler, make_batch_sampler
 from au_lightning.data.splits import (
     Fold,
     ValidationStrategy,
@@ -35,13 +36,11 @@ from au_lightning.data.transforms import (
 )
 from au_lightning.errors import ConfigError
 
-__all__ = ["SAMPLERS", "AUDataModule", "Protocol"]
+__all__ = ["AUDataModule", "Protocol"]
 
 logger = logging.getLogger("au_lightning.data")
 
 Protocol = Literal["kfold", "loso", "parts", "bp4d_3fold", "disfa_3fold", "cross"]
-#: Training batch samplers by name (the imbalance toolkit adds more through this option).
-SAMPLERS = ("random",)
 
 
 class AUDataModule(L.LightningDataModule):
@@ -70,8 +69,12 @@ class AUDataModule(L.LightningDataModule):
         image_size, crop_size, flip, mean, std: transforms (train: resize, random crop and
             flip; eval: resize, center crop).
         batch_size, num_workers: DataLoader settings.
-        sampler: training batch sampler by name; see ``SAMPLERS``.
-        seed: seeds the fold assignment and the validation reserve.
+        sampler: the training batch sampler: ``random``, ``stratified`` (Chu et al. Alg. 1),
+            ``momu`` (Chu et al. Alg. 2), ``mlros`` (Charte et al.; Ji et al.) or
+            ``weighted`` (see :mod:`au_lightning.data.sampling`).
+        sampler_options: the sampler's own options, e.g. ``{sampling_size: 4}`` for
+            ``momu`` or ``{percentage: 25}`` for ``mlros``.
+        seed: seeds the fold assignment, the validation reserve and the sampler's epochs.
         cache: keep the FrameIndex in an ``.npz`` cache (``$AU_LIGHTNING_CACHE``).
     """
 
@@ -100,12 +103,12 @@ class AUDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         sampler: str = "random",
+        sampler_options: dict[str, Any] | None = None,
         seed: int = 0,
         cache: bool = True,
     ) -> None:
         super().__init__()
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+        check_sampler(sampler, sampler_options)
         if protocol == "cross" and not (test_dataset and (test_root or test_synth)):
             raise ConfigError("protocol 'cross' needs test_dataset and test_root (or test_synth)")
         for given_root, given_synth, what in ((root, synth, ""), (test_root, test_synth, "test_")):
@@ -208,26 +211,40 @@ class AUDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() before asking for the AUs")
         return self.index.aus
 
-    def _loader(self, dataset: FrameDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: FrameDataset) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(FrameDataset(self.index, self.train_rows, self.train_transform), True)
+        """Batches planned by the configured sampler from the training rows' labels (built
+        here, so that Lightning can hand it its DDP shard)."""
+        hp = self.hparams
+        batch_sampler = make_batch_sampler(
+            hp.sampler,
+            self.index.occurrence[self.train_rows],
+            hp.batch_size,
+            hp.seed,
+            hp.sampler_options,
+        )
+        return DataLoader(
+            FrameDataset(self.index, self.train_rows, self.train_transform),
+            batch_sampler=batch_sampler,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.val_rows) == 0:
             return []
-        return self._loader(FrameDataset(self.index, self.val_rows, self.eval_transform), False)
+        return self._loader(FrameDataset(self.index, self.val_rows, self.eval_transform))
 
     def test_dataloader(self) -> DataLoader:
         dataset = FrameDataset(self.test_index, self.test_rows, self.eval_transform)
-        return self._loader(dataset, False)
+        return self._loader(dataset)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

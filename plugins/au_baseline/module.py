@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from au_baseline.net import Backbone, BaselineNet
-from au_lightning import AUMethod, ConfigError
+from au_lightning import AUMethod, ConfigError, LossWeights
 from au_lightning.data import resolve_aus
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ class Baseline(AUMethod):
             are copied for the AUs both runs share, the other AUs start fresh.
         in_size: the input side ANet is built for (set it to the data's ``crop_size``).
         dropout: dropout before the AU layer.
-        thresholds, lr, weight_decay, pos_weight: see :class:`au_lightning.AUMethod`.
+        thresholds, threshold_search, lr, weight_decay, loss_weights: see
+            :class:`au_lightning.AUMethod`.
     """
 
     def __init__(
@@ -43,11 +44,12 @@ class Baseline(AUMethod):
         in_size: int = 224,
         dropout: float = 0.0,
         thresholds: float | list[float] = 0.5,
+        threshold_search: bool = False,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
-        pos_weight: bool = False,
+        loss_weights: LossWeights = "none",
     ) -> None:
-        super().__init__(aus, thresholds, lr, weight_decay, pos_weight)
+        super().__init__(aus, thresholds, threshold_search, lr, weight_decay, loss_weights)
         self.save_hyperparameters()
         self.net = BaselineNet(len(self.aus), backbone, pretrained, in_size, dropout)
 
