@@ -17,7 +17,7 @@ from au_lightning.data import (
     read_dataset,
 )
 from au_lightning.errors import ConfigError
-from au_lightning.losses import base_rates, masked_bce, positive_weights, selective_weights
+from au_lightning.losses import masked_bce, positive_weights, selective_weights
 from au_lightning.method import AUMethod, LossWeights, PredictionWriter
 from au_lightning.metrics import (
     AUDetectionMetrics,
@@ -48,7 +48,6 @@ __all__ = [
     "SplitError",
     "ThresholdSearch",
     "__version__",
-    "base_rates",
     "data",
     "event_f1",
     "f1_at_thresholds",

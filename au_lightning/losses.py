@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["base_rates", "masked_bce", "positive_weights", "selective_weights"]
+__all__ = ["masked_bce", "positive_weights", "selective_weights"]
 
 
 def masked_bce(
@@ -38,15 +38,9 @@ def masked_bce(
     return loss.mean()
 
 
-def base_rates(occurrence: Tensor) -> Tensor:
-    """Per-AU positive rate among the known labels, shape ``(L,)`` (0 for an AU with none)."""
-    known = (occurrence >= 0).sum(0).clamp(min=1)
-    return ((occurrence == 1).sum(0) / known).to(torch.float32)
-
-
 def positive_weights(rate: Tensor, max_weight: float = 20.0) -> Tensor:
-    """Per-AU ``(1 - p) / p`` from the base rates p (:func:`base_rates`), clipped to
-    ``max_weight`` (an AU with no known positive gets ``max_weight``)."""
+    """Per-AU ``(1 - p) / p`` from the base rates p (``au_lightning.data.positive_rates``),
+    clipped to ``max_weight`` (an AU with no known positive gets ``max_weight``)."""
     return ((1 - rate) / rate.clamp(min=1e-12)).clamp(max=max_weight)
 
 

@@ -18,9 +18,9 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from au_lightning.data.index import resolve_aus
+from au_lightning.data.index import positive_rates, resolve_aus
 from au_lightning.errors import ConfigError
-from au_lightning.losses import base_rates, masked_bce, positive_weights, selective_weights
+from au_lightning.losses import masked_bce, positive_weights, selective_weights
 from au_lightning.metrics import AUDetectionMetrics, ThresholdSearch
 from au_lightning.reports import write_results
 from au_lightning.rng import capture_rng_states, restore_rng_states
@@ -111,8 +111,9 @@ class AUMethod(L.LightningModule):
                 f"{list(datamodule.aus)}; set model aus and data aus alike"
             )
         if stage == "fit":
-            train = torch.from_numpy(datamodule.index.occurrence[datamodule.train_rows])
-            self.base_rate.copy_(base_rates(train))
+            # an AU without a known training label weighs nothing either way; 0.5 is neutral
+            rates = positive_rates(datamodule.index.occurrence[datamodule.train_rows])
+            self.base_rate.copy_(torch.from_numpy(np.nan_to_num(rates, nan=0.5)))
             if self.threshold_search and len(getattr(datamodule, "val_rows", [])) == 0:
                 raise ConfigError(
                     "model.threshold_search tunes thresholds on the validation split, but the "
@@ -176,7 +177,8 @@ class AUMethod(L.LightningModule):
             self.log_dict({**tuned, "val/tuned_f1_mean": float(f1.mean())})
 
     def on_test_epoch_start(self) -> None:
-        self.test_metrics.thresholds.copy_(torch.tensor(self.thresholds))
+        if self.threshold_search:
+            self.test_metrics.thresholds.copy_(self.tuned_thresholds)
 
     def on_test_epoch_end(self) -> None:
         scores = self._log_scores(self.test_metrics, "test")

@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from au_lightning.cli import main
 
 VARIANTS = {
@@ -54,14 +52,13 @@ def run(name: str, extra: list[str], epochs: int, root: Path, override: Path) ->
 
 def base_rates() -> dict[str, float]:
     """Base rates of the training split of the config, from its data module."""
-    from au_lightning.data import AUDataModule
+    from au_lightning.data import AUDataModule, positive_rates
 
     dm = AUDataModule(dataset="bp4d", synth={"subjects": 12, "videos": 4, "frames": 120,
                       "size": 112, "seed": 0}, aus="bp4d", protocol="bp4d_3fold",
                       fold="part1")  # fmt: skip
     dm.setup("fit")
-    train = dm.index.occurrence[dm.train_rows]
-    rates = (train == 1).sum(0) / np.maximum((train >= 0).sum(0), 1)
+    rates = positive_rates(dm.index.occurrence[dm.train_rows])
     return {f"AU{a}": float(r) for a, r in zip(dm.aus, rates, strict=True)}
 
 

@@ -13,6 +13,7 @@ import urllib.error
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -351,3 +352,28 @@ def test_config_fit_test_predict_on_synthau(workdir: Path) -> None:
     assert {row["path"] for row in rows} == expected
     assert {f"p_AU{a}" for a in (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)} <= set(rows[0])
     assert all(0.0 <= float(row["p_AU12"]) <= 1.0 and row["AU12"] in "01" for row in rows)
+
+
+def test_imbalance_options_from_the_command_line(workdir: Path) -> None:
+    tiny = [
+        "--data.init_args.synth={subjects: 6, videos: 2, frames: 12, size: 32, workers: 1}",
+        "--data.image_size=32",
+        "--data.crop_size=28",
+        "--data.batch_size=8",
+        "--data.sampler=momu",
+        "--data.sampler_options={sampling_size: 2}",
+        "--model.loss_weights=selective",
+        "--model.threshold_search=true",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={workdir / 'runs'}",
+    ]
+    main(["fit", "--config", str(CONFIG), *tiny])
+    (best,) = workdir.rglob("best.ckpt")
+    tuned = torch.load(best, weights_only=True)["state_dict"]["tuned_thresholds"]
+    main(["test", "--config", str(CONFIG), *tiny, "--ckpt_path=best"])
+    (table,) = workdir.rglob("test_results.csv")
+    with table.open() as f:
+        rows = list(csv.DictReader(f))
+    assert {"F1 untuned", "threshold"} <= set(rows[0])
+    np.testing.assert_allclose([float(r["threshold"]) for r in rows[:-1]], tuned, atol=5e-4)

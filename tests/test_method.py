@@ -12,8 +12,8 @@ import torch
 from sklearn.metrics import f1_score
 from torch import nn
 
-from au_lightning.data import AUDataModule
-from au_lightning.losses import base_rates, masked_bce, positive_weights, selective_weights
+from au_lightning.data import AUDataModule, positive_rates
+from au_lightning.losses import masked_bce, positive_weights, selective_weights
 from au_lightning.method import AUMethod, PredictionWriter
 from au_lightning.metrics import search_thresholds
 
@@ -60,9 +60,10 @@ def test_selective_weights_by_hand() -> None:
 
 
 def test_positive_weights() -> None:
-    occ = torch.tensor([[1, 0, -1], [0, 0, -1], [0, 0, -1], [0, 1, -1]])
-    np.testing.assert_allclose(base_rates(occ), [0.25, 0.25, 0.0])
-    np.testing.assert_allclose(positive_weights(base_rates(occ), max_weight=10), [3.0, 3.0, 10.0])
+    occ = np.array([[1, 0, -1], [0, 0, -1], [0, 0, -1], [0, 1, -1]])
+    np.testing.assert_allclose(positive_rates(occ), [0.25, 0.25, np.nan])  # -1 never counts
+    rates = torch.tensor([0.25, 0.25, 0.0])
+    np.testing.assert_allclose(positive_weights(rates, max_weight=10), [3.0, 3.0, 10.0])
 
 
 class Linear(AUMethod):

@@ -16,7 +16,13 @@ from au_lightning.data.formats import (
     read_rafdb,
     read_table,
 )
-from au_lightning.data.index import AU_SETS, FrameIndex, intensity_threshold, resolve_aus
+from au_lightning.data.index import (
+    AU_SETS,
+    FrameIndex,
+    intensity_threshold,
+    positive_rates,
+    resolve_aus,
+)
 from au_lightning.data.sampling import (
     SAMPLERS,
     EpochPlan,
@@ -78,6 +84,7 @@ __all__ = [
     "leave_one_subject_out",
     "load_frame",
     "make_batch_sampler",
+    "positive_rates",
     "presence_per_batch",
     "published_folds",
     "read_affectnet",

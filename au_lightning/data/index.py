@@ -22,6 +22,7 @@ __all__ = [
     "FrameIndex",
     "intensity_threshold",
     "occurrence_from_intensity",
+    "positive_rates",
     "resolve_aus",
 ]
 
@@ -67,6 +68,14 @@ def intensity_threshold(rule: str | int) -> int:
     if not 1 <= level <= 5:
         raise ConfigError(f"intensity threshold {rule!r}: minimum intensity must be in 1..5")
     return level
+
+
+def positive_rates(occurrence: np.ndarray) -> np.ndarray:
+    """Per-AU positive rate of an ``(N, L)`` occurrence matrix over its known labels
+    (1 present, 0 absent; -1 unknown does not count), NaN for an AU with no known label."""
+    known = (occurrence >= 0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (occurrence == 1).sum(0) / known
 
 
 def occurrence_from_intensity(intensity: np.ndarray, level: int = 1) -> np.ndarray:
@@ -206,11 +215,7 @@ class FrameIndex:
 
     def base_rates(self) -> dict[int, float]:
         """Positive rate per AU over the frames whose label is known (NaN if none is)."""
-        known = (self.occurrence >= 0).sum(0)
-        positive = (self.occurrence == 1).sum(0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rates = positive / known
-        return dict(zip(self.aus, rates.tolist(), strict=True))
+        return dict(zip(self.aus, positive_rates(self.occurrence).tolist(), strict=True))
 
     def unknown_counts(self) -> dict[int, int]:
         return dict(zip(self.aus, (self.occurrence < 0).sum(0).tolist(), strict=True))

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import BatchSampler, Sampler
 
+from au_lightning.data.index import positive_rates
 from au_lightning.errors import ConfigError
 
 __all__ = [
@@ -85,7 +86,7 @@ def _positives(labels: np.ndarray) -> np.ndarray:
 
 def _chunks(order: np.ndarray, size: int, drop_last: bool = False) -> list[np.ndarray]:
     batches = np.split(order, np.arange(size, len(order), size))
-    if batches and ((drop_last and len(batches[-1]) < size) or len(batches[-1]) == 0):
+    if drop_last and len(batches[-1]) < size:
         batches.pop()
     return batches
 
@@ -397,10 +398,9 @@ class WeightedBatches(EpochPlan):
     def frame_weights(labels: np.ndarray) -> np.ndarray:
         """The per-frame sampling weights (see the class docstring), shape ``(N,)``."""
         known = labels >= 0
-        present = labels == 1
-        rate = present.sum(0) / np.maximum(known.sum(0), 1)
-        with np.errstate(divide="ignore"):
-            per_class = np.where(present, 0.5 / rate, 0.5 / (1 - rate))
+        rate = positive_rates(labels)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_class = np.where(labels == 1, 0.5 / rate, 0.5 / (1 - rate))
         per_class = np.where(known & np.isfinite(per_class), per_class, 0.0)
         return per_class.sum(1) / np.maximum(known.sum(1), 1)
 
