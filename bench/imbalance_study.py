@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import tempfile
-import time
 from pathlib import Path
 
 from au_lightning.cli import main
@@ -36,18 +35,19 @@ trainer:
 """
 
 
-def run(name: str, extra: list[str], epochs: int, root: Path, override: Path) -> dict:
-    directory = root / name
+def run(extra: list[str], epochs: int, directory: Path, override: Path) -> None:
     args = ["--config", "configs/baseline.yaml", "--config", str(override), *extra,
             "--model.threshold_search=true", f"--trainer.max_epochs={epochs}",
             f"--trainer.default_root_dir={directory}"]  # fmt: skip
-    start = time.perf_counter()
     main(["fit", *args])
     main(["test", *args, "--ckpt_path=best"])
+
+
+def read_results(directory: Path) -> dict[str, dict[str, str]]:
+    """The rows of the newest test table under ``directory``, by AU."""
     table = max(directory.rglob("test_results.csv"), key=lambda p: p.stat().st_mtime)
     with open(table) as f:
-        rows = {r["AU"]: r for r in csv.DictReader(f)}
-    return {"rows": rows, "seconds": time.perf_counter() - start}
+        return {r["AU"]: r for r in csv.DictReader(f)}
 
 
 def base_rates() -> dict[str, float]:
@@ -70,21 +70,18 @@ def report(results: dict[str, dict], rates: dict[str, float]) -> str:
              "|---|---|" + "---|" * len(names)]  # fmt: skip
     for au in [*aus, "mean"]:
         rate = f"{100 * rates[au]:.1f}%" if au in rates else ""
-        cells = [results[n]["rows"][au]["F1 untuned"] for n in names]
+        cells = [results[n][au]["F1 untuned"] for n in names]
         lines.append(f"| {au} | {rate} | " + " | ".join(cells) + " |")
     lines += ["", "Mean F1 (x100) at 0.5 and at per-AU thresholds tuned on validation.", "",
-              "| variant | F1 at 0.5 | F1 tuned | accuracy tuned | minutes |",
-              "|---|---|---|---|---|"]  # fmt: skip
+              "| variant | F1 at 0.5 | F1 tuned | accuracy tuned |",
+              "|---|---|---|---|"]  # fmt: skip
     for n in names:
-        mean = results[n]["rows"]["mean"]
-        minutes = results[n]["seconds"] / 60
-        lines.append(f"| {n} | {mean['F1 untuned']} | {mean['F1']} | {mean['accuracy']} | "
-                     f"{minutes:.1f} |")  # fmt: skip
+        mean = results[n]["mean"]
+        lines.append(f"| {n} | {mean['F1 untuned']} | {mean['F1']} | {mean['accuracy']} |")
     lines += ["", "F1 (x100) per AU at tuned thresholds (threshold in brackets).", "",
               "| AU | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]  # fmt: skip
     for au in aus:
-        cells = [f"{results[n]['rows'][au]['F1']} ({results[n]['rows'][au]['threshold']})"
-                 for n in names]  # fmt: skip
+        cells = [f"{results[n][au]['F1']} ({results[n][au]['threshold']})" for n in names]
         lines.append(f"| {au} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -95,6 +92,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--root", type=Path, default=Path("runs/imbalance"))
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
+    parser.add_argument("--report-only", action="store_true", help="tables of existing runs")
     return parser.parse_args()
 
 
@@ -103,10 +101,9 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         override = Path(tmp) / "no_early_stop.yaml"
         override.write_text(NO_EARLY_STOP)
-        results = {
-            name: run(name, VARIANTS[name], options.epochs, options.root, override)
-            for name in options.variants
-        }
+        for name in [] if options.report_only else options.variants:
+            run(VARIANTS[name], options.epochs, options.root / name, override)
+    results = {name: read_results(options.root / name) for name in options.variants}
     text = report(results, base_rates())
     print(text)
     if options.out:
