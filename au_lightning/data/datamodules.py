@@ -14,7 +14,7 @@ from au_lightning.data.cache import cached_read
 from au_lightning.data.datasets import FrameDataset
 from au_lightning.data.formats import read_dataset, reader_options
 from au_lightning.data.index import FrameIndex, resolve_aus
-from au_lightning.data.sampling import check_sampler, make_batch_sampler
+from au_lightning.data.sampling import LabelBatchSampler, check_sampler, make_batch_sampler
 from au_lightning.data.splits import (
     Fold,
     ValidationStrategy,
@@ -211,31 +211,31 @@ class AUDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() before asking for the AUs")
         return self.index.aus
 
-    def _loader(self, dataset: FrameDataset) -> DataLoader:
+    def _loader(
+        self, dataset: FrameDataset, batch_sampler: LabelBatchSampler | None = None
+    ) -> DataLoader:
+        batching: dict[str, Any] = (
+            {"batch_sampler": batch_sampler}
+            if batch_sampler is not None
+            else {"batch_size": self.hparams.batch_size}
+        )
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            **batching,
         )
 
     def train_dataloader(self) -> DataLoader:
         """Batches planned by the configured sampler from the training rows' labels (built
         here, so that Lightning can hand it its DDP shard)."""
         hp = self.hparams
+        labels = self.index.occurrence[self.train_rows]
         batch_sampler = make_batch_sampler(
-            hp.sampler,
-            self.index.occurrence[self.train_rows],
-            hp.batch_size,
-            hp.seed,
-            hp.sampler_options,
+            hp.sampler, labels, hp.batch_size, hp.seed, hp.sampler_options
         )
-        return DataLoader(
-            FrameDataset(self.index, self.train_rows, self.train_transform),
-            batch_sampler=batch_sampler,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-        )
+        dataset = FrameDataset(self.index, self.train_rows, self.train_transform)
+        return self._loader(dataset, batch_sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.val_rows) == 0:
