@@ -12,8 +12,8 @@ class LinearProbe(AUMethod):
     """A linear AU probe on average-pooled pixels, trained with masked BCE.
 
     Everything but the network comes from :class:`au_lightning.AUMethod`: the masked loss
-    (optionally positive-weighted or selective), Adam, per-AU validation and test metrics, the results
-    table and ``predict`` probabilities.
+    (optionally positive-weighted or selective), Adam, per-AU validation and test metrics,
+    the results table and ``predict`` probabilities.
 
     Args:
         aus: the AUs to detect (a set name such as ``bp4d`` or AU numbers).
