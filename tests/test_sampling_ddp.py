@@ -36,6 +36,12 @@ class ShardRecorder(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
+    def teardown(self, stage: str) -> None:
+        # A spawned worker exits without running atexit, where Lightning destroys the
+        # process group; gloo then now and then aborts the worker on its way out (SIGABRT).
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
 
 def datamodule() -> AUDataModule:
     return AUDataModule(dataset="bp4d", synth=SYNTH, aus="bp4d", protocol="bp4d_3fold",
