@@ -255,9 +255,8 @@ class MOMUBatches(EpochPlan):
 
     def __call__(self, rng: np.random.Generator) -> list[np.ndarray]:
         pos, members, size = self.positives, self.members, self.sampling_size
-        rows = pos.astype(np.int64)
         available = np.ones(len(pos), dtype=bool)
-        left = rows.sum(0)  # N_l: frames with AU l left in D
+        left = pos.sum(0)  # N_l: frames with AU l left in D
         never = np.where(self.eligible, 0, np.iinfo(np.int64).max)
         queues = [rng.permutation(m) for m in members]
         heads = [0] * len(members)
@@ -291,11 +290,12 @@ class MOMUBatches(EpochPlan):
                 if left[au] < size:  # lines 6-7: restore every frame with this AU
                     restored = members[au][~available[members[au]]]
                     available[restored] = True
-                    left += rows[restored].sum(0)
+                    left += pos[restored].sum(0)
                     queues[au], heads[au] = rng.permutation(members[au]), 0
                 drawn = take(au, min(size, self.batch_size - filled))  # lines 9-11
-                left -= rows[drawn].sum(0)
-                in_batch += rows[drawn].sum(0)  # line 12
+                present = pos[drawn].sum(0)
+                left -= present
+                in_batch += present  # line 12
                 parts.append(drawn)
                 filled += len(drawn)
                 au = int(np.argmin(in_batch + never))  # line 13
@@ -305,8 +305,9 @@ class MOMUBatches(EpochPlan):
 
 def imbalance_ratios(labels: np.ndarray) -> tuple[np.ndarray, float]:
     """Charte et al. 2015, Eq. 1-2: IRLbl per label (the most frequent label's positive count
-    over this label's) and MeanIR, their mean. 1 means balanced. Only known positives count;
-    a label without positives has IRLbl NaN and is left out of MeanIR."""
+    over this label's) and MeanIR, their mean. 1 means balanced. Only known positives count
+    (``labels`` may also be a boolean matrix of positives); a label without positives has
+    IRLbl NaN and is left out of MeanIR."""
     counts = _positives(labels).sum(0).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         irlbl = np.where(counts > 0, counts.max() / counts, np.nan)
@@ -338,15 +339,15 @@ class MLROSBatches(EpochPlan):
         if percentage < 0:
             raise ConfigError(f"mlros: percentage must be >= 0, got {percentage}")
         self.percentage = percentage
-        irlbl, self.mean_ir = imbalance_ratios(self.positives.astype(np.int8))
+        irlbl, self.mean_ir = imbalance_ratios(self.positives)
         self.minority = np.flatnonzero(np.nan_to_num(irlbl) > self.mean_ir)
         self.bags = [np.flatnonzero(self.positives[:, label]) for label in self.minority]
 
     def clones(self, rng: np.random.Generator) -> np.ndarray:
         """The frames ML-ROS clones (positions, with repeats) for one draw of ``rng``."""
-        rows = self.positives.astype(np.int64)
-        counts = rows.sum(0)
-        budget = int(len(rows) * self.percentage / 100)
+        pos = self.positives
+        counts = pos.sum(0)
+        budget = int(len(pos) * self.percentage / 100)
         active = list(range(len(self.minority)))
         picks = rng.random(budget)
         cloned = np.empty(budget, dtype=np.int64)
@@ -356,7 +357,7 @@ class MLROSBatches(EpochPlan):
                 frame = self.bags[bag][int(picks[done] * len(self.bags[bag]))]
                 cloned[done] = frame
                 done += 1
-                counts += rows[frame]
+                counts += pos[frame]
                 if counts.max() / counts[self.minority[bag]] <= self.mean_ir:
                     active.remove(bag)
                 if done == budget:
