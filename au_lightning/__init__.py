@@ -4,7 +4,7 @@ The public API is what this module and its subpackages' ``__init__`` export; plu
 nothing else from the core.
 """
 
-from au_lightning import data, losses, metrics, nn, registry, reports
+from au_lightning import data, fewshot_results, losses, metrics, nn, registry, reports
 from au_lightning.data import (
     AU_SETS,
     AUDataModule,
@@ -17,10 +17,13 @@ from au_lightning.data import (
     read_dataset,
 )
 from au_lightning.errors import ConfigError
+from au_lightning.fewshot_results import AdaptationRecord
 from au_lightning.losses import masked_bce, positive_weights, selective_weights
+from au_lightning.meta import InnerLoop, InnerOptimizer, MetaBackend
 from au_lightning.method import AUMethod, LossWeights, PredictionWriter
 from au_lightning.metrics import (
     AUDetectionMetrics,
+    EpisodeAccuracy,
     ThresholdSearch,
     event_f1,
     f1_at_thresholds,
@@ -37,13 +40,18 @@ __all__ = [
     "AUDataModule",
     "AUDetectionMetrics",
     "AUMethod",
+    "AdaptationRecord",
     "ConfigError",
     "DatasetFormatError",
+    "EpisodeAccuracy",
     "Fold",
     "FrameDataset",
     "FrameIndex",
     "ImageReadError",
+    "InnerLoop",
+    "InnerOptimizer",
     "LossWeights",
+    "MetaBackend",
     "PredictionWriter",
     "SplitError",
     "ThresholdSearch",
@@ -51,6 +59,7 @@ __all__ = [
     "data",
     "event_f1",
     "f1_at_thresholds",
+    "fewshot_results",
     "icc3_1",
     "intensity_mae",
     "losses",

@@ -2,7 +2,7 @@
 
 ``fit``, ``validate``, ``test`` and ``predict`` run :class:`AUCLI` (a LightningCLI with any
 registered method as ``--model`` and a data module as ``--data``); ``cv`` runs fit and test on
-every fold; ``plugins``, ``index`` and ``synth`` are commands of their own.
+every fold; ``compare``, ``plugins``, ``index`` and ``synth`` are commands of their own.
 ``main(args=None)`` takes the command line as a list so tests drive it in-process.
 """
 
@@ -20,6 +20,7 @@ from jsonargparse import ArgumentParser, Namespace, lazy_instance
 from jsonargparse.typing import import_object
 from lightning.pytorch.cli import LightningCLI
 
+from au_lightning import fewshot_results
 from au_lightning.checkpoints import find_checkpoint
 from au_lightning.data import (
     AUDataModule,
@@ -41,7 +42,6 @@ from au_lightning.registry import (
     load,
     resolve,
 )
-from au_lightning.reports import write_cv_results
 
 __all__ = ["AUCLI", "main"]
 
@@ -229,6 +229,28 @@ def synth(args: Sequence[str]) -> None:
     print(f"SynthAU {config.layout} written to {result.root}")
 
 
+def compare(args: Sequence[str]) -> None:
+    """``au-lightning compare BASE OURS``: the few-shot adaptation results of two runs side
+    by side (Lee et al. Tables 1-3, Figs. 11 and 14)."""
+    parser = ArgumentParser(prog="au-lightning compare", description=compare.__doc__)
+    parser.add_argument("base", help="run or cv directory (or its adaptation.csv): the baseline")
+    parser.add_argument("ours", help="run or cv directory (or its adaptation.csv): the method")
+    parser.add_argument("--names", type=list[str], default=["base", "ours"], help="column names")
+    parser.add_argument("--out", default="comparison", help="output directory")
+    config = parser.parse_args(list(args))
+    if len(config.names) != 2:
+        raise ConfigError(f"--names takes two names (base, ours), got {config.names}")
+    runs = {}
+    for name, given in zip(config.names, (config.base, config.ours), strict=True):
+        path = Path(given)
+        csv = path / "adaptation.csv" if path.is_dir() else path
+        if not csv.is_file():
+            raise FileNotFoundError(f"{given}: no adaptation.csv (written by a few-shot test)")
+        runs[name] = fewshot_results.read_adaptation_csv(csv)
+    md, *_ = fewshot_results.write_adaptation_report(runs, Path(config.out), "comparison")
+    print(f"written to {config.out}\n{md.read_text()}")
+
+
 def _cli(argv: list[str], run: bool = True) -> AUCLI:
     """AUCLI on ``argv`` given as the process's own command line (so LightningCLI does not
     warn about ``args`` next to ``sys.argv``, and a DDP launcher that re-runs ``sys.argv``
@@ -246,21 +268,25 @@ def cv(args: Sequence[str]) -> None:
     folds = [fold.name for fold in first.datamodule.folds()]
     out = Path(first.trainer.default_root_dir) / "cv"
     per_fold: dict[str, dict[str, float]] = {}
+    run_dirs: dict[str, Path] = {}
     for name in folds:
         fold = [f"--data.fold={name}", f"--trainer.default_root_dir={out / name}"]
         run = _cli([*argv, *fold], run=False)
         run.trainer.fit(run.model, datamodule=run.datamodule)
         best = [c.best_model_path for c in run.trainer.checkpoint_callbacks if c.monitor]
         ckpt = best[0] if best and best[0] else None  # else: the weights fit ended with
-        [scores] = run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=ckpt)
+        results = run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=ckpt)
+        scores = {k: v for loader in results for k, v in loader.items()}  # one per test loader
         per_fold[name] = {
             k.removeprefix("test/").replace("untuned/", "untuned_"): v for k, v in scores.items()
         }
-    md, *_ = write_cv_results(per_fold, first.model.aus, out)
+        run_dirs[name] = Path(run.trainer.log_dir or run.trainer.default_root_dir)
+    md = first.model.write_cv_report(per_fold, run_dirs, out)
     print(f"cross-validation over {len(folds)} folds, written to {out}\n{md.read_text()}")
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "compare": compare,
     "cv": cv,
     "plugins": plugins,
     "index": index,

@@ -8,7 +8,7 @@ the end of testing, and per-frame probabilities from ``predict``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -22,7 +22,7 @@ from au_lightning.data.index import positive_rates, resolve_aus
 from au_lightning.errors import ConfigError
 from au_lightning.losses import masked_bce, positive_weights, selective_weights
 from au_lightning.metrics import AUDetectionMetrics, ThresholdSearch
-from au_lightning.reports import write_results
+from au_lightning.reports import write_cv_results, write_results
 from au_lightning.rng import capture_rng_states, restore_rng_states
 
 __all__ = ["AUMethod", "LossWeights", "PredictionWriter"]
@@ -190,6 +190,18 @@ class AUMethod(L.LightningModule):
             }
         if self.trainer.is_global_zero:
             write_results(scores, self.aus, self.run_dir)
+
+    def write_cv_report(
+        self,
+        per_fold: Mapping[str, Mapping[str, float]],
+        run_dirs: Mapping[str, Path],
+        directory: Path,
+    ) -> Path:
+        """The summary of ``au-lightning cv`` in ``directory``, from each fold's test scores
+        (and run directory); returns the markdown table, which cv prints. The default: per-AU
+        F1 per fold and the means over folds (:func:`au_lightning.reports.write_cv_results`)."""
+        md, *_ = write_cv_results(per_fold, self.aus, directory)
+        return md
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return {"probs": torch.sigmoid(self(batch["image"]).float()), "index": batch["index"]}

@@ -38,6 +38,7 @@ from torchmetrics.wrappers.abstract import WrapperMetric
 
 __all__ = [
     "AUDetectionMetrics",
+    "EpisodeAccuracy",
     "ThresholdSearch",
     "event_f1",
     "f1_at_thresholds",
@@ -531,3 +532,53 @@ def mean_over_folds(per_fold: Sequence[Mapping[str, float]]) -> dict[str, float]
         finite = [v for v in values if not math.isnan(v)]
         out[k] = sum(finite) / len(finite) if finite else math.nan
     return out
+
+
+class EpisodeAccuracy(Metric):
+    """Few-shot adaptation accuracy per task and per adaptation step (Lee et al. 2019,
+    Sec. 4.2.2: adapt on D[tea], then the accuracy on the balanced evaluation set D[te],
+    averaged over the episodes of a task).
+
+    ``update(task, correct, count)`` adds episodes: ``task`` ``(E,)`` task positions,
+    ``correct`` ``(E, steps + 1)`` correct decisions on D[te] after 0..steps adaptation
+    steps, ``count`` ``(E,)`` the size of each D[te]. ``compute()`` is ``(num_tasks,
+    steps + 1)`` accuracy, NaN for a task without episodes; ``episodes`` counts each task's
+    episodes. Sums, so it synchronises across DDP ranks.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    is_differentiable = False
+
+    correct: Tensor
+    total: Tensor
+    episodes: Tensor
+
+    def __init__(self, num_tasks: int, steps: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if num_tasks < 1 or steps < 0:
+            raise ValueError(f"need num_tasks >= 1 and steps >= 0, got {num_tasks}, {steps}")
+        self.num_tasks, self.steps = num_tasks, steps
+        zeros = torch.zeros(num_tasks, steps + 1, dtype=torch.float64)
+        self.add_state("correct", default=zeros, dist_reduce_fx="sum")
+        for name in ("total", "episodes"):
+            self.add_state(name, default=torch.zeros(num_tasks, dtype=torch.float64),
+                           dist_reduce_fx="sum")  # fmt: skip
+
+    def update(self, task: Tensor, correct: Tensor, count: Tensor) -> None:
+        task = torch.as_tensor(task, device=self.correct.device).long()
+        correct = torch.as_tensor(correct, device=self.correct.device, dtype=torch.float64)
+        if correct.shape != (len(task), self.steps + 1):
+            raise ValueError(
+                f"`correct` must be (episodes, steps + 1) = ({len(task)}, {self.steps + 1}), "
+                f"got {_shape(correct)}"
+            )
+        if len(task) and (task.min() < 0 or task.max() >= self.num_tasks):
+            raise ValueError(f"task positions must lie in 0..{self.num_tasks - 1}")
+        count = torch.as_tensor(count, device=self.total.device, dtype=torch.float64)
+        self.correct.index_add_(0, task, correct)
+        self.total.index_add_(0, task, count.expand(len(task)))
+        self.episodes.index_add_(0, task, torch.ones_like(count).expand(len(task)))
+
+    def compute(self) -> Tensor:
+        return self.correct / self.total.unsqueeze(1)

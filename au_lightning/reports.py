@@ -13,10 +13,13 @@ from au_lightning.metrics import mean_over_folds
 
 __all__ = [
     "au_bar_plot",
+    "grouped_bar_plot",
+    "line_plot",
     "per_au_table",
     "presence_heatmap",
     "write_cv_results",
     "write_results",
+    "write_table",
 ]
 
 METRICS = ("f1", "acc", "auc")
@@ -74,7 +77,93 @@ def au_bar_plot(values: Mapping[str, float], path: Path, title: str = "F1 per AU
     image.save(path)
 
 
-def _write_table(rows: list[list[str]], directory: Path, stem: str) -> list[Path]:
+#: line and bar colours of the series of one plot, in order
+PALETTE = ((70, 110, 180), (230, 170, 40), (190, 60, 60), (60, 150, 90), (120, 80, 160))
+
+
+def _axes(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], lo: float, hi: float) -> None:
+    left, top, right, bottom = box
+    draw.line([(left, top), (left, bottom), (right, bottom)], fill="black")
+    for tick in np.linspace(lo, hi, 5):
+        y = bottom - (tick - lo) / (hi - lo) * (bottom - top)
+        draw.text((4, y - 6), f"{tick:.2f}", fill="black")
+
+
+def _legend(draw: ImageDraw.ImageDraw, names: Sequence[str], x: int, y: int) -> None:
+    for i, name in enumerate(names):
+        colour = PALETTE[i % len(PALETTE)]
+        draw.rectangle([x, y + 14 * i + 2, x + 10, y + 14 * i + 10], fill=colour)
+        draw.text((x + 14, y + 14 * i), name, fill="black")
+
+
+def line_plot(
+    series: Mapping[str, Sequence[float]], path: Path, title: str, x_label: str = "step"
+) -> Path:
+    """Lines over x = 0, 1, ... (one per series, a legend on the right), drawn with PIL; the
+    y range spans the data."""
+    values = [v for ys in series.values() for v in ys if not math.isnan(v)]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = max(0.02, 0.1 * (hi - lo))
+    lo, hi = lo - pad, hi + pad
+    steps = max((len(ys) for ys in series.values()), default=1)
+    width, height, left, top, bottom = 560, 300, 44, 30, 260
+    right = width - 170
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 8), title, fill="black")
+    _axes(draw, (left, top, right, bottom), lo, hi)
+    dx = (right - left - 20) / max(1, steps - 1)
+    for s in range(steps):
+        draw.text((left + 10 + s * dx - 3, bottom + 6), str(s), fill="black")
+    draw.text(((left + right) // 2, bottom + 22), x_label, fill="black")
+    for i, ys in enumerate(series.values()):
+        colour = PALETTE[i % len(PALETTE)]
+        points = [
+            (left + 10 + s * dx, bottom - (y - lo) / (hi - lo) * (bottom - top))
+            for s, y in enumerate(ys)
+            if not math.isnan(y)
+        ]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+    _legend(draw, list(series), right + 14, top)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def grouped_bar_plot(groups: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
+    """Bars (0..1 scale) grouped by label, one colour per series (e.g. per subject: the
+    baseline's and the method's accuracy side by side, as Lee et al. Fig. 11)."""
+    names = list(dict.fromkeys(n for group in groups.values() for n in group))
+    bar, gap = 12, 14
+    step = bar * len(names) + gap
+    left, top, bottom = 44, 30, 250
+    width, height = left + step * len(groups) + 170, 300
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 8), title, fill="black")
+    _axes(draw, (left, top, width - 170, bottom), 0.0, 1.0)
+    for g, (label, group) in enumerate(groups.items()):
+        x0 = left + 8 + g * step
+        for i, name in enumerate(names):
+            value = group.get(name, math.nan)
+            if math.isnan(value):
+                continue
+            v = max(0.0, min(1.0, value))
+            x = x0 + i * bar
+            draw.rectangle([x, bottom - v * (bottom - top), x + bar - 2, bottom],
+                           fill=PALETTE[i % len(PALETTE)])  # fmt: skip
+        draw.text((x0, bottom + 6 + 12 * (g % 2)), label, fill="black")
+    _legend(draw, names, width - 156, top)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def write_table(rows: list[list[str]], directory: Path, stem: str) -> list[Path]:
+    """``<stem>_results.md`` and ``<stem>_results.csv`` from a header row and rows."""
     directory.mkdir(parents=True, exist_ok=True)
     md = directory / f"{stem}_results.md"
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -93,7 +182,7 @@ def write_results(
     scores: Mapping[str, float], aus: Sequence[int], directory: Path, stem: str = "test"
 ) -> list[Path]:
     """``<stem>_results.md``, ``<stem>_results.csv`` and ``<stem>_f1.png`` in ``directory``."""
-    tables = _write_table(per_au_table(scores, aus), directory, stem)
+    tables = write_table(per_au_table(scores, aus), directory, stem)
     return [*tables, _f1_plot(scores, aus, directory / f"{stem}_f1.png", "F1 per AU")]
 
 
@@ -115,7 +204,7 @@ def write_cv_results(
     for key, mean_row in zip(keys, per_au_table(mean, aus)[1:], strict=True):
         folds = [_percent(scores.get(key)) for scores in per_fold.values()]
         rows.append([mean_row[0], *folds, *mean_row[1:]])
-    tables = _write_table(rows, directory, "cv")
+    tables = write_table(rows, directory, "cv")
     return [*tables, _f1_plot(mean, aus, directory / "cv_f1.png", "F1 per AU, mean over folds")]
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from au_lightning.data import FrameIndex, cached_read, intensity_threshold, resolve_aus
+from au_lightning.data import (
+    FrameIndex,
+    cache_dir,
+    cached_read,
+    intensity_threshold,
+    resolve_aus,
+)
 from tests.layouts import write_bp4d_occ
 
 
@@ -144,3 +150,10 @@ def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
     # other options are another cache entry
     cached_read("bp4d", root, directory=cache, aus=[1, 2])
     assert len(list(cache.glob("bp4d-*.npz"))) == 2
+
+
+def test_an_empty_cache_variable_means_the_default_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AU_LIGHTNING_CACHE", "")  # not the working directory
+    assert cache_dir() == Path.home() / ".cache" / "au_lightning"
+    monkeypatch.setenv("AU_LIGHTNING_CACHE", "/somewhere")
+    assert cache_dir() == Path("/somewhere")

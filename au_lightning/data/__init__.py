@@ -3,6 +3,15 @@
 from au_lightning.data.cache import cache_dir, cached_read, sources_unchanged
 from au_lightning.data.datamodules import AUDataModule, Protocol
 from au_lightning.data.datasets import FrameDataset, load_frame
+from au_lightning.data.episodes import (
+    AdaptationEpisodes,
+    EpisodeBatchSampler,
+    EpisodeDataModule,
+    FrameImages,
+    MetaTrainEpisodes,
+    Task,
+    task_frames,
+)
 from au_lightning.data.errors import DatasetFormatError, ImageReadError, SplitError
 from au_lightning.data.formats import (
     AFFECTNET_EXPRESSIONS,
@@ -58,19 +67,25 @@ __all__ = [
     "RAFDB_EXPRESSIONS",
     "SAMPLERS",
     "AUDataModule",
+    "AdaptationEpisodes",
     "DatasetFormatError",
+    "EpisodeBatchSampler",
+    "EpisodeDataModule",
     "EpochPlan",
     "Fold",
     "FrameDataset",
+    "FrameImages",
     "FrameIndex",
     "ImageReadError",
     "LabelBatchSampler",
     "MLROSBatches",
     "MOMUBatches",
+    "MetaTrainEpisodes",
     "Protocol",
     "RandomBatches",
     "SplitError",
     "StratifiedBatches",
+    "Task",
     "ValidationStrategy",
     "WeightedBatches",
     "cache_dir",
@@ -99,6 +114,7 @@ __all__ = [
     "select_fold",
     "sources_unchanged",
     "subject_folds",
+    "task_frames",
     "train_transform",
     "validation_reserve",
 ]

@@ -19,8 +19,8 @@ logger = logging.getLogger("au_lightning.data")
 
 
 def cache_dir() -> Path:
-    """``$AU_LIGHTNING_CACHE`` or ``~/.cache/au_lightning``."""
-    return Path(os.environ.get("AU_LIGHTNING_CACHE", Path.home() / ".cache" / "au_lightning"))
+    """``$AU_LIGHTNING_CACHE`` or, when it is unset or empty, ``~/.cache/au_lightning``."""
+    return Path(os.environ.get("AU_LIGHTNING_CACHE") or Path.home() / ".cache" / "au_lightning")
 
 
 def sources_unchanged(index: FrameIndex) -> bool:

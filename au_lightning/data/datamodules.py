@@ -131,7 +131,10 @@ class AUDataModule(L.LightningDataModule):
         options: dict[str, Any] | None,
         synth: dict[str, int | float] | None,
         option_prefix: str = "",
+        aus: str | Sequence[int] | None = None,
     ) -> FrameIndex:
+        """Read one dataset (from the cache when it can be) with the label columns of ``aus``
+        (None: the ``aus`` option; both None: the reader's default set)."""
         if synth is not None:
             root = str(ensure_synthau(name, **synth))
         elif not root:
@@ -141,7 +144,9 @@ class AUDataModule(L.LightningDataModule):
             )
         read = cached_read if self.hparams.cache else read_dataset
         options = dict(options or {})
-        aus = None if self.hparams.aus is None else resolve_aus(self.hparams.aus)
+        if aus is None:
+            aus = self.hparams.aus
+        aus = None if aus is None else resolve_aus(aus)
         if aus is not None and "aus" not in options and "aus" in reader_options(name):
             options["aus"] = list(aus)
         index = read(name, root or "", **options)
@@ -155,6 +160,11 @@ class AUDataModule(L.LightningDataModule):
                 "(every frame is unknown, e.g. 9 = not coded); choose AUs the dataset codes"
             )
         return index
+
+    def _test_aus(self) -> str | Sequence[int] | None:
+        """The label columns read from ``test_dataset`` under ``protocol: cross``: the
+        training AUs here; a subclass that evaluates other AUs overrides it."""
+        return self.hparams.aus
 
     def folds(self, index: FrameIndex | None = None) -> list[Fold]:
         """Every fold of the configured protocol (``cv`` iterates over these); the dataset is
@@ -183,7 +193,12 @@ class AUDataModule(L.LightningDataModule):
         index = self._read(hp.dataset, hp.root, hp.reader_options, hp.synth)
         if hp.protocol == "cross":
             test_index = self._read(
-                hp.test_dataset, hp.test_root, hp.test_reader_options, hp.test_synth, "test_"
+                hp.test_dataset,
+                hp.test_root,
+                hp.test_reader_options,
+                hp.test_synth,
+                "test_",
+                aus=self._test_aus(),
             )
             self.fold = cross_dataset_fold(index, test_index)
             train_rows, test_rows = np.arange(len(index)), np.arange(len(test_index))
