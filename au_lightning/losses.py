@@ -14,6 +14,7 @@ def masked_bce(
     target: Tensor,
     pos_weight: Tensor | None = None,
     weight: Tensor | None = None,
+    per_sample: bool = False,
 ) -> Tensor:
     """Mean binary cross-entropy over the known labels only (``target`` -1 is unknown).
 
@@ -21,12 +22,26 @@ def masked_bce(
     ``torch.nn.BCEWithLogitsLoss``; ``weight`` (B, L) multiplies each label's term (the w of
     Ji et al. Eq. 1). The mean is over the known labels. With no known label in the batch
     the loss is 0 (and still connected to ``logits``, so a backward pass is harmless).
+
+    ``per_sample``: instead, each sample's sum over its known labels, shape (B,): the
+    per-sample multi-label loss L_i of Li & Shan Eq. 1 (a sample with no known label: 0).
     """
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
     if weight is not None and weight.shape != logits.shape:
         raise ValueError(f"weight {tuple(weight.shape)} and logits {tuple(logits.shape)} differ")
     known = target >= 0
+    if per_sample:
+        # unknown entries are zeroed before the loss, so nothing there reaches a gradient
+        loss = F.binary_cross_entropy_with_logits(
+            logits.where(known, 0.0),
+            target.clamp(min=0).to(logits.dtype),
+            pos_weight=None if pos_weight is None else pos_weight.to(logits),
+            reduction="none",
+        )
+        if weight is not None:
+            loss = loss * weight.to(loss).where(known, 0.0)
+        return loss.where(known, 0.0).sum(1)
     if not known.any():
         return logits.sum() * 0.0
     pos = None if pos_weight is None else pos_weight.to(logits).expand_as(logits)[known]

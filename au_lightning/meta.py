@@ -7,6 +7,7 @@ the query losses (line 11, Eq. 2). :class:`InnerLoop` computes one task's query 
 L(θ_i; D[trv]), differentiable w.r.t. the model's parameters, and the evaluation-time
 adaptation curve (Lee et al. Fig. 8). Both run ``steps`` inner steps of plain SGD
 (θ ← θ − αg, Eq. 1) or of Adam (Kingma & Ba 2015; Lee et al. use Adam with α = β = 0.03).
+MAL's virtual step (Li & Shan, Eq. 6-7) is one SGD step of it, with a query loss of its own.
 
 Second order (default) differentiates through the inner gradients: the exact MAML gradient
 of Finn et al., with its Hessian-vector terms. First order detaches them, θ_i = θ − α·stopgrad(g),
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import higher
 import torch
@@ -54,7 +55,7 @@ __all__ = ["InnerLoop", "InnerOptimizer", "MetaBackend"]
 
 InnerOptimizer = Literal["sgd", "adam"]
 MetaBackend = Literal["higher", "func"]
-LossFn = Callable[[Tensor, Tensor], Tensor]
+LossFn = Callable[[Any, Any], Tensor]
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -97,12 +98,15 @@ class InnerLoop:
         self,
         model: nn.Module,
         loss_fn: LossFn,
-        support: tuple[Tensor, Tensor],
-        query: tuple[Tensor, Tensor],
+        support: tuple[Any, Any],
+        query: tuple[Any, Any],
+        query_loss_fn: LossFn | None = None,
     ) -> Tensor:
         """L(θ_i; query) where θ_i = ``steps`` inner steps of ``optimizer`` from the model's
         current parameters θ on ``loss_fn(model(support[0]), support[1])`` (Alg. 1 lines
-        7-9 of Lee et al., Eq. 1).
+        7-9 of Lee et al., Eq. 1). The query loss is ``query_loss_fn`` (default
+        ``loss_fn``): MAL's inner loss is a weighted multi-task loss and its query loss the
+        AU validation loss (Li & Shan, Eq. 5-7).
 
         The result is differentiable w.r.t. the model's parameters: second order unless
         ``first_order`` (then the inner gradients are detached). The caller backpropagates
@@ -112,6 +116,7 @@ class InnerLoop:
         """
         _check_not_inference("InnerLoop.query_loss")
         x_query, y_query = query
+        query_loss_fn = query_loss_fn or loss_fn
         with torch.enable_grad():
             if self.backend == "higher":
                 opt = self._torch_optimizer(model)
@@ -122,11 +127,11 @@ class InnerLoop:
                     for _ in range(self.steps):
                         loss = loss_fn(fmodel(support[0]), support[1])
                         diffopt.step(loss, grad_callback=callback)
-                    return loss_fn(fmodel(x_query), y_query)
+                    return query_loss_fn(fmodel(x_query), y_query)
             forward = _functional(model)
             theta = dict(model.named_parameters())
             *_, params = self._func_steps(forward, theta, loss_fn, support, self.steps)
-            return loss_fn(forward(params, x_query), y_query)
+            return query_loss_fn(forward(params, x_query), y_query)
 
     def adaptation_curve(
         self,

@@ -97,36 +97,49 @@ def _legend(draw: ImageDraw.ImageDraw, names: Sequence[str], x: int, y: int) -> 
 
 
 def line_plot(
-    series: Mapping[str, Sequence[float]], path: Path, title: str, x_label: str = "step"
+    series: Mapping[str, Sequence[float]],
+    path: Path,
+    title: str,
+    x_label: str = "step",
+    x: Sequence[float] | None = None,
 ) -> Path:
-    """Lines over x = 0, 1, ... (one per series, a legend on the right), drawn with PIL; the
-    y range spans the data."""
+    """Lines (one per series, a legend on the right), drawn with PIL, over ``x`` (default
+    0, 1, ...; shared by the series, which may be shorter); the y range spans the data and
+    at most 10 x ticks are labelled."""
     values = [v for ys in series.values() for v in ys if not math.isnan(v)]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     pad = max(0.02, 0.1 * (hi - lo))
     lo, hi = lo - pad, hi + pad
     steps = max((len(ys) for ys in series.values()), default=1)
+    xs = list(range(steps)) if x is None else [float(v) for v in x]
+    if len(xs) < steps:
+        raise ValueError(f"line_plot: {len(xs)} x values for series of up to {steps} points")
+    x_lo, x_hi = (xs[0], xs[steps - 1]) if steps and xs else (0.0, 1.0)
     width, height, left, top, bottom = 560, 300, 44, 30, 260
     right = width - 170
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.text((left, 8), title, fill="black")
     _axes(draw, (left, top, right, bottom), lo, hi)
-    dx = (right - left - 20) / max(1, steps - 1)
-    for s in range(steps):
-        draw.text((left + 10 + s * dx - 3, bottom + 6), str(s), fill="black")
+
+    def px(value: float) -> float:
+        return left + 10 + (value - x_lo) / ((x_hi - x_lo) or 1) * (right - left - 20)
+
+    for s in range(0, steps, max(1, math.ceil(steps / 10))):
+        draw.text((px(xs[s]) - 3, bottom + 6), f"{xs[s]:g}", fill="black")
     draw.text(((left + right) // 2, bottom + 22), x_label, fill="black")
     for i, ys in enumerate(series.values()):
         colour = PALETTE[i % len(PALETTE)]
         points = [
-            (left + 10 + s * dx, bottom - (y - lo) / (hi - lo) * (bottom - top))
+            (px(xs[s]), bottom - (y - lo) / (hi - lo) * (bottom - top))
             for s, y in enumerate(ys)
             if not math.isnan(y)
         ]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        if len(points) <= 50:
+            for cx, cy in points:
+                draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
     _legend(draw, list(series), right + 14, top)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)

@@ -294,3 +294,43 @@ def test_curve_steps_are_validated_and_zero_gives_the_plain_output() -> None:
     (only,) = inner.adaptation_curve(model, bce, support, xq, steps=0)
     with torch.no_grad():
         torch.testing.assert_close(only, model(xq), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["higher", "func"])
+def test_query_loss_fn_scores_the_adapted_model_on_the_query(backend: str) -> None:
+    torch.manual_seed(3)
+    model = nn.Linear(3, 2).double()
+    gen = torch.Generator().manual_seed(4)
+    xs, ys = (torch.randn(5, k, generator=gen, dtype=torch.float64) for k in (3, 2))
+    xq, yq = (torch.randn(4, k, generator=gen, dtype=torch.float64) for k in (3, 2))
+    inner = InnerLoop(lr=0.1, steps=1, optimizer="sgd", backend=backend)
+    loss = inner.query_loss(model, F.mse_loss, (xs, ys), (xq, yq), query_loss_fn=F.l1_loss)
+
+    # by hand: MSE = mean(r²) over the 5x2 residuals r = x Wᵀ + b − y, so
+    # ∇W = 2 rᵀx / 10 and ∇b = 2 Σ r / 10; one SGD step, then the mean |residual| on the query
+    w, b = model.weight.detach(), model.bias.detach()
+    r = xs @ w.T + b - ys
+    w1, b1 = w - 0.1 * 2 * r.T @ xs / 10, b - 0.1 * 2 * r.sum(0) / 10
+    expected = (xq @ w1.T + b1 - yq).abs().mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    mse = inner.query_loss(model, F.mse_loss, (xs, ys), (xq, yq))
+    assert mse.item() == pytest.approx(((xq @ w1.T + b1 - yq) ** 2).mean().item(), rel=1e-12)
+    assert abs(mse.item() - loss.item()) > 1e-3  # the query loss is not the inner loss
+
+    # the second-order meta-gradient, unrolled by hand
+    theta = {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters()}
+    inner_loss = F.mse_loss(functional_call(model, theta, (xs,)), ys)
+    grads = torch.autograd.grad(inner_loss, list(theta.values()), create_graph=True)
+    adapted = {n: p - 0.1 * g for (n, p), g in zip(theta.items(), grads, strict=True)}
+    reference = F.l1_loss(functional_call(model, adapted, (xq,)), yq)
+    assert reference.item() == pytest.approx(expected.item(), rel=1e-12)
+    expected_grads = torch.autograd.grad(reference, list(theta.values()))
+    meta = torch.autograd.grad(loss, list(model.parameters()))
+    for got, want in zip(meta, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # the second-order terms matter here: the check above would fail without them
+    adapted_fo = {n: p - 0.1 * g.detach() for (n, p), g in zip(theta.items(), grads, strict=True)}
+    first_order = torch.autograd.grad(
+        F.l1_loss(functional_call(model, adapted_fo, (xq,)), yq), list(theta.values())
+    )
+    assert any((got - fo).abs().max() > 1e-3 for got, fo in zip(meta, first_order, strict=True))

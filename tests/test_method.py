@@ -237,3 +237,49 @@ def test_threshold_search_needs_a_validation_split(tmp_path: Path, monkeypatch) 
                       fold="part1", image_size=32, crop_size=28, val_strategy="none")  # fmt: skip
     with pytest.raises(ValueError, match="threshold_search tunes thresholds on the validation"):
         trainer(tmp_path, enable_checkpointing=False).fit(Linear(threshold_search=True), dm)
+
+
+def test_masked_bce_per_sample_sums_each_samples_known_labels_by_hand() -> None:
+    logits = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -3.0], [4.0, -2.0, 0.25]])
+    target = torch.tensor([[1, 0, -1], [-1, -1, -1], [0, 1, 1]])
+    pos_weight = torch.tensor([2.0, 3.0, 0.5])
+    weight = torch.tensor([[1.5, 0.5, 9.0], [4.0, 4.0, 4.0], [2.0, 1.0, 0.25]])
+
+    def term(x: float, z: int, pw: float = 1.0, w: float = 1.0) -> float:
+        p = 1 / (1 + np.exp(-x))
+        return -w * (pw * z * np.log(p) + (1 - z) * np.log(1 - p))
+
+    def by_hand(pw: list[float], w: list[list[float]]) -> list[float]:
+        return [
+            sum(
+                term(logits[i, j].item(), int(target[i, j]), pw[j], w[i][j])
+                for j in range(3)
+                if target[i, j] >= 0
+            )
+            for i in range(3)
+        ]
+
+    ones = [[1.0] * 3] * 3
+    for pw, w, kwargs in [
+        ([1.0] * 3, ones, {}),
+        (pos_weight.tolist(), ones, {"pos_weight": pos_weight}),
+        (pos_weight.tolist(), weight.tolist(), {"pos_weight": pos_weight, "weight": weight}),
+    ]:
+        losses = masked_bce(logits, target, per_sample=True, **kwargs)
+        assert losses.shape == (3,)
+        np.testing.assert_allclose(losses.numpy(), by_hand(pw, w), rtol=1e-6)
+        assert losses[1].item() == 0.0  # every label unknown
+        # the mean over known labels is the per-sample total over the number of known labels
+        mean = masked_bce(logits, target, **kwargs)
+        assert losses.sum().item() / 5 == pytest.approx(mean.item(), rel=1e-6)
+    # an unknown label's logit does not matter, nor gets a gradient
+    changed = logits.clone().requires_grad_()
+    with torch.no_grad():
+        changed[0, 2] = -40.0
+        changed[1] = torch.tensor([30.0, -30.0, 7.0])
+    losses = masked_bce(changed, target, pos_weight, weight, per_sample=True)
+    np.testing.assert_allclose(
+        losses.detach().numpy(), by_hand(pos_weight.tolist(), weight.tolist()), rtol=1e-6
+    )
+    (grad,) = torch.autograd.grad(losses.sum(), changed)
+    assert (grad[target < 0] == 0).all() and (grad[target >= 0] != 0).all()

@@ -1,5 +1,6 @@
 """The data layer: real layouts -> FrameIndex -> subject-exclusive splits -> batches."""
 
+from au_lightning.data.auxiliary import AuxiliaryDataModule, DrawnBatches, MatchedBatchSampler
 from au_lightning.data.cache import cache_dir, cached_read, sources_unchanged
 from au_lightning.data.datamodules import AUDataModule, Protocol
 from au_lightning.data.datasets import FrameDataset, load_frame
@@ -68,7 +69,9 @@ __all__ = [
     "SAMPLERS",
     "AUDataModule",
     "AdaptationEpisodes",
+    "AuxiliaryDataModule",
     "DatasetFormatError",
+    "DrawnBatches",
     "EpisodeBatchSampler",
     "EpisodeDataModule",
     "EpochPlan",
@@ -80,6 +83,7 @@ __all__ = [
     "LabelBatchSampler",
     "MLROSBatches",
     "MOMUBatches",
+    "MatchedBatchSampler",
     "MetaTrainEpisodes",
     "Protocol",
     "RandomBatches",

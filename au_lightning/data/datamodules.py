@@ -134,7 +134,8 @@ class AUDataModule(L.LightningDataModule):
         aus: str | Sequence[int] | None = None,
     ) -> FrameIndex:
         """Read one dataset (from the cache when it can be) with the label columns of ``aus``
-        (None: the ``aus`` option; both None: the reader's default set)."""
+        (None: the ``aus`` option; both None: the reader's default set; ``()``: an
+        expression dataset such as RAF-DB, read whole, which must have expression labels)."""
         if synth is not None:
             root = str(ensure_synthau(name, **synth))
         elif not root:
@@ -144,6 +145,14 @@ class AUDataModule(L.LightningDataModule):
             )
         read = cached_read if self.hparams.cache else read_dataset
         options = dict(options or {})
+        if aus is not None and len(aus) == 0:
+            index = read(name, root or "", **options)
+            if index.expression is None:
+                raise ConfigError(
+                    f"the {name} data has no expression labels; data.{option_prefix}dataset "
+                    "must be an expression dataset (rafdb, affectnet)"
+                )
+            return index
         if aus is None:
             aus = self.hparams.aus
         aus = None if aus is None else resolve_aus(aus)
