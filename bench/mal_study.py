@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,9 @@ def read_rows(path: Path, key: str) -> dict[str, dict[str, str]]:
         return {r[key]: r for r in csv.DictReader(f)}
 
 
-def test_means(runs: Path, method: str, fold: str) -> dict[str, str]:
-    """The "mean" row (F1, accuracy, AUC over AUs, x100) of a run's newest test table."""
-    return read_rows(newest(runs / f"{method}_{fold}", "test_results.csv"), "AU")["mean"]
+def test_rows(runs: Path, method: str, fold: str) -> dict[str, dict[str, str]]:
+    """A run's newest test table by AU (F1, accuracy, AUC, x100; "mean": over the AUs)."""
+    return read_rows(newest(runs / f"{method}_{fold}", "test_results.csv"), "AU")
 
 
 def f1_table(
@@ -68,8 +69,7 @@ def f1_table(
     aus: list[str] = []
     table: dict[str, list[float]] = {}
     for method in methods:
-        per_fold = [read_rows(newest(runs / f"{method}_{fold}", "test_results.csv"), "AU")
-                    for fold in folds]  # fmt: skip
+        per_fold = [test_rows(runs, method, fold) for fold in folds]
         aus = [a for a in per_fold[0] if a != "mean"]
         table[method] = [
             sum(float(rows[a]["F1"]) for rows in per_fold) / len(per_fold) for a in [*aus, "mean"]
@@ -77,21 +77,34 @@ def f1_table(
     return aus, table
 
 
-def fold_rows(runs: Path, folds: list[str], methods: list[str]) -> list[list[str]]:
-    """Per fold, each method's test F1 / AUC (x100, the means over AUs), and their means."""
-    scores = {(m, f): test_means(runs, m, f) for m in methods for f in folds}
+def fold_rows(
+    folds: list[str], methods: list[str], score: Callable[[str, str], tuple[float, ...]]
+) -> list[list[str]]:
+    """A row per fold and one for the mean over folds, a cell per method: the values of
+    ``score(method, fold)`` joined by " / "."""
+    scores = {(m, f): score(m, f) for m in methods for f in folds}
     rows = []
     for fold in [*folds, "mean"]:
         picked = folds if fold == "mean" else [fold]
         cells = [
             " / ".join(
-                f"{sum(float(scores[m, f][k]) for f in picked) / len(picked):.1f}"
-                for k in ("F1", "AUC")
+                f"{sum(scores[m, f][k] for f in picked) / len(picked):.1f}"
+                for k in range(len(scores[m, folds[0]]))
             )
             for m in methods
         ]
         rows.append([fold, *cells])
     return rows
+
+
+def test_scores(runs: Path) -> Callable[[str, str], tuple[float, ...]]:
+    """(test F1, test AUC) of a method's fold, the means over AUs."""
+
+    def score(method: str, fold: str) -> tuple[float, ...]:
+        mean = test_rows(runs, method, fold)["mean"]
+        return float(mean["F1"]), float(mean["AUC"])
+
+    return score
 
 
 def best_validation(runs: Path, method: str, fold: str) -> float:
@@ -106,16 +119,6 @@ def best_validation(runs: Path, method: str, fold: str) -> float:
     return 100 * max(values) if values else math.nan
 
 
-def reserve_rows(runs: Path, folds: list[str], table: dict[str, list[float]]) -> list[list[str]]:
-    """Per method, the best reserve F1 averaged over folds beside the test F1 average."""
-    rows = []
-    for method in table:
-        val = sum(best_validation(runs, method, fold) for fold in folds) / len(folds)
-        auc = sum(float(test_means(runs, method, fold)["AUC"]) for fold in folds) / len(folds)
-        rows.append([method.upper(), f"{val:.1f}", f"{table[method][-1]:.1f}", f"{auc:.1f}"])
-    return rows
-
-
 def weight_rows(runs: Path, folds: list[str]) -> list[list[str]]:
     """Per fold, the MAL test run's weight-consistency summary row for all FE images
     (r, rho, mean weight below and at or above the median consistency)."""
@@ -127,25 +130,25 @@ def weight_rows(runs: Path, folds: list[str]) -> list[list[str]]:
     return rows
 
 
-def fe_alignment(checkpoint: Path, fold: str, batch_size: int = 200) -> tuple[np.ndarray, ...]:
+def fe_alignment(checkpoint: Path, batch_size: int = 200) -> tuple[np.ndarray, ...]:
     """Per FE training image i, a_i = ∇θ L_val · ∇θ L_i^FE at the checkpoint's θ, with L_val
     over the whole reserve (eval-mode batch norm): the signal the meta net learns from.
     Through the virtual step (Eq. 6), ∂L_val(θ*)/∂w_i ≈ −α a_i / Σw, so a positive a_i is
     an image whose FE gradient also lowers the AU validation loss, and Eq. 7 raises the
-    weight of images like it. Returns (a, consistency, learned weight)."""
+    weight of images like it. The data are those of the run's saved ``config.yaml``.
+    Returns (a, consistency, learned weight)."""
     model = MAL.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    data = yaml.safe_load(Path("configs/mal.yaml").read_text())["data"]["init_args"]
-    dm = AuxiliaryDataModule(**(data | {"fold": fold}))
+    config = yaml.safe_load((checkpoint.parents[1] / "config.yaml").read_text())
+    dm = AuxiliaryDataModule(**config["data"]["init_args"])
     dm.setup("fit")
-    params = {k: v.detach() for k, v in model.net.named_parameters()}
     reserve = FrameDataset(dm.index, dm.val_rows, dm.eval_transform)
     (val,) = DataLoader(reserve, batch_size=len(reserve))
     val_loss = model.validation_loss(model.net(val["image"]), val["occurrence"])
-    names = list(params)
     live = dict(model.net.named_parameters())
     # the FE head does not reach L_val: its tangent is zero
-    grads = torch.autograd.grad(val_loss, [live[n] for n in names], materialize_grads=True)
-    tangent = dict(zip(names, grads, strict=True))
+    grads = torch.autograd.grad(val_loss, list(live.values()), materialize_grads=True)
+    tangent = dict(zip(live, grads, strict=True))
+    params = {k: v.detach() for k, v in live.items()}
     alignment, weights = [], []
     for batch in DataLoader(FrameDataset(dm.aux_index, None, dm.eval_transform), batch_size):
         image, target = batch["image"], batch["expression"]
@@ -165,7 +168,7 @@ def alignment_rows(runs: Path, folds: list[str]) -> list[list[str]]:
     a_i with consistency and with the learned weight."""
     rows = []
     for fold in folds:
-        a, consistency, weight = fe_alignment(newest(runs / f"mal_{fold}", "best.ckpt"), fold)
+        a, consistency, weight = fe_alignment(newest(runs / f"mal_{fold}", "best.ckpt"))
         clear = consistency >= 0.6
 
         def rho(x: np.ndarray, y: np.ndarray) -> float:
@@ -180,10 +183,10 @@ def alignment_rows(runs: Path, folds: list[str]) -> list[list[str]]:
 def markdown(
     aus: list[str],
     table: dict[str, list[float]],
+    folds: list[list[str]],
     reserve: list[list[str]],
     weights: list[list[str]],
     alignment: list[list[str]],
-    folds: list[list[str]],
 ) -> str:
     header = ["Methods", *aus, "ave"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -193,8 +196,8 @@ def markdown(
     lines += ["", "| fold | " + " | ".join(m.upper() for m in table) + " |",
               "|---|" + "---|" * len(table)]  # fmt: skip
     lines += ["| " + " | ".join(r) + " |" for r in folds]
-    lines += ["", "| method | reserve F1 (best epoch) | test F1 (new subjects) | test AUC |",
-              "|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| reserve F1 (best epoch) | " + " | ".join(m.upper() for m in table) + " |",
+              "|---|" + "---|" * len(table)]  # fmt: skip
     lines += ["| " + " | ".join(r) + " |" for r in reserve]
     lines += ["", "| fold | Pearson r | Spearman rho | mean weight, consistency < median | "
               "mean weight, consistency >= median |", "|---|---|---|---|---|"]  # fmt: skip
@@ -227,11 +230,11 @@ def main_study() -> None:
             for method in args.methods:
                 run(method, fold, args)
     aus, table = f1_table(args.runs, args.folds, args.methods)
-    reserve = reserve_rows(args.runs, args.folds, table)
+    folds = fold_rows(args.folds, args.methods, test_scores(args.runs))
+    reserve = fold_rows(args.folds, args.methods, lambda m, f: (best_validation(args.runs, m, f),))
     weights = weight_rows(args.runs, args.folds) if "mal" in args.methods else []
     alignment = alignment_rows(args.runs, args.folds) if "mal" in args.methods else []
-    folds = fold_rows(args.runs, args.folds, args.methods)
-    text = markdown(aus, table, reserve, weights, alignment, folds)
+    text = markdown(aus, table, folds, reserve, weights, alignment)
     print(text)
     if args.out:
         args.out.write_text(text)
