@@ -23,6 +23,7 @@ from au_lightning.meta import InnerLoop, InnerOptimizer, MetaBackend
 from au_lightning.method import AUMethod, LossWeights, PredictionWriter
 from au_lightning.metrics import (
     AUDetectionMetrics,
+    AUIntensityMetrics,
     EpisodeAccuracy,
     ThresholdSearch,
     event_f1,
@@ -39,6 +40,7 @@ __all__ = [
     "AU_SETS",
     "AUDataModule",
     "AUDetectionMetrics",
+    "AUIntensityMetrics",
     "AUMethod",
     "AdaptationRecord",
     "ConfigError",

@@ -92,11 +92,19 @@ class AUMethod(L.LightningModule):
 
     def training_loss(self, batch: dict[str, Any], logits: Tensor) -> Tensor:
         """Masked multi-label BCE over the known labels, weighted as ``loss_weights`` says."""
-        target = batch["occurrence"]
+        return self.label_loss(logits, batch["occurrence"])
+
+    def label_loss(
+        self, logits: Tensor, target: Tensor, columns: Tensor | slice = slice(None)
+    ) -> Tensor:
+        """:func:`au_lightning.masked_bce` of logits and targets ``(B, K)`` for the AUs at
+        positions ``columns`` (all by default), weighted as ``loss_weights`` says with
+        those AUs' training base rates."""
+        rate = self.base_rate[columns]
         if self.loss_weights == "positive":
-            return masked_bce(logits, target, pos_weight=positive_weights(self.base_rate))
+            return masked_bce(logits, target, pos_weight=positive_weights(rate))
         if self.loss_weights == "selective":
-            return masked_bce(logits, target, weight=selective_weights(target, self.base_rate))
+            return masked_bce(logits, target, weight=selective_weights(target, rate))
         return masked_bce(logits, target)
 
     # -- Lightning hooks ----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from torchmetrics.wrappers.abstract import WrapperMetric
 
 __all__ = [
     "AUDetectionMetrics",
+    "AUIntensityMetrics",
     "EpisodeAccuracy",
     "ThresholdSearch",
     "event_f1",
@@ -504,6 +505,42 @@ def intensity_mae(pred: Tensor, target: Tensor) -> Tensor:
     known = target >= 0
     err = torch.where(known, (pred - target).abs(), torch.zeros_like(pred))
     return (err.sum(dim=0) / known.sum(dim=0)).cpu()
+
+
+class AUIntensityMetrics(Metric):
+    """Per-AU ICC(3,1) (:func:`icc3_1`) and MAE (:func:`intensity_mae`) of predicted
+    intensities, unknown targets (-1) masked.
+
+    ``update(pred, target)`` takes ``(B, L)`` predicted and true intensities; the frames are
+    kept (concatenated across DDP ranks), since ICC needs them all. ``compute()`` returns
+    ``icc_AU<n>``, ``mae_AU<n>`` and their NaN-aware means ``icc_mean``, ``mae_mean``.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+
+    preds: list[Tensor]
+    targets: list[Tensor]
+
+    def __init__(self, aus: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aus = [int(a) for a in aus]
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("targets", default=[], dist_reduce_fx="cat")
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        pred, target = _check_intensity_pair(pred, target)
+        if pred.ndim != 2 or pred.shape[1] != len(self.aus):
+            raise ValueError(f"`pred` must have shape (N, {len(self.aus)}), got {_shape(pred)}")
+        self.preds.append(pred)
+        self.targets.append(target)
+
+    def compute(self) -> dict[str, Tensor]:
+        pred, target = dim_zero_cat(self.preds), dim_zero_cat(self.targets)
+        icc, mae = icc3_1(pred, target), intensity_mae(pred, target)
+        out = {f"icc_AU{a}": icc[i] for i, a in enumerate(self.aus)}
+        out |= {f"mae_AU{a}": mae[i] for i, a in enumerate(self.aus)}
+        return out | {"icc_mean": icc.nanmean(), "mae_mean": mae.nanmean()}
 
 
 def mean_over_folds(per_fold: Sequence[Mapping[str, float]]) -> dict[str, float]:

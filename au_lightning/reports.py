@@ -17,6 +17,7 @@ __all__ = [
     "line_plot",
     "per_au_table",
     "presence_heatmap",
+    "relation_heatmap",
     "write_cv_results",
     "write_results",
     "write_table",
@@ -249,6 +250,31 @@ def presence_heatmap(
                 box = [x, y + i * cell, x + cell - 1, y + (i + 1) * cell - 1]
                 draw.rectangle(box, fill=(shade, shade, 255 - (255 - shade) // 3))
         y += cell * len(aus) + gap
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def relation_heatmap(matrix: np.ndarray, aus: Sequence[int], path: Path, title: str) -> Path:
+    """An AU-by-AU matrix of values in [-1, 1] (e.g. label correlations, Yang & Yin Fig. 2):
+    red for positive, blue for negative, the shade the strength, the value in each cell."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    cell, left, top = 40, 48, 36
+    size = len(aus)
+    image = Image.new("RGB", (left + cell * size + 10, top + cell * size + 10), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 6), title, fill="black")
+    for i, au in enumerate(aus):
+        draw.text((6, top + i * cell + cell // 2 - 5), f"AU{au}", fill="black")
+        draw.text((left + i * cell + 6, top - 14), f"AU{au}", fill="black")
+        for j in range(size):
+            value = float(np.clip(matrix[i, j], -1, 1))
+            fade = int(255 * (1 - abs(value)))
+            colour = (255, fade, fade) if value >= 0 else (fade, fade, 255)
+            x, y = left + j * cell, top + i * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour, outline="white")
+            ink = "white" if abs(value) > 0.6 else "black"
+            draw.text((x + 5, y + cell // 2 - 5), f"{matrix[i, j]:.2f}", fill=ink)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path

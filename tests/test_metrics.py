@@ -12,6 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from au_lightning.metrics import (
     AUDetectionMetrics,
+    AUIntensityMetrics,
     event_f1,
     f1_at_thresholds,
     icc3_1,
@@ -355,6 +356,26 @@ def test_intensity_mae_hand_example() -> None:
     )
     with pytest.raises(ValueError, match=r"target.*same shape"):
         intensity_mae(pred, target[:2])
+
+
+def test_intensity_metrics_accumulate_batches_like_the_functions() -> None:
+    rng = np.random.default_rng(2)
+    target = rng.integers(0, 6, size=(60, 2))
+    pred = np.clip(target + rng.integers(-1, 2, size=target.shape), 0, 5)
+    target[rng.random(target.shape) < 0.15] = -1
+    metric = AUIntensityMetrics([6, 12])
+    for rows in np.array_split(np.arange(60), 4):
+        metric.update(torch.tensor(pred[rows]), torch.tensor(target[rows]))
+    scores = metric.compute()
+    icc = icc3_1(torch.tensor(pred), torch.tensor(target))
+    for j, au in enumerate((6, 12)):
+        known = target[:, j] >= 0
+        assert scores[f"icc_AU{au}"].item() == pytest.approx(icc[j].item(), abs=1e-12)
+        mae = np.abs(pred[known, j] - target[known, j]).mean()
+        assert scores[f"mae_AU{au}"].item() == pytest.approx(mae, abs=1e-12)
+    assert scores["icc_mean"].item() == pytest.approx(icc.mean().item(), abs=1e-12)
+    with pytest.raises(ValueError, match=r"pred.*\(N, 2\)"):
+        metric.update(torch.zeros(3, 3), torch.zeros(3, 3))
 
 
 def test_mean_over_folds() -> None:

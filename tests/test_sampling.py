@@ -31,6 +31,10 @@ def skewed(n: int = 400, seed: int = 0, unknown: float = 0.0) -> np.ndarray:
     return labels
 
 
+#: AU numbers for the 6 label columns of :func:`skewed` (the duplicate sampler needs them)
+AUS6 = (1, 2, 4, 15, 23, 24)
+
+
 def first_epoch(plan: EpochPlan) -> list[np.ndarray]:
     return LabelBatchSampler(plan).plan(0)
 
@@ -41,12 +45,13 @@ def first_epoch(plan: EpochPlan) -> list[np.ndarray]:
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_plans_are_a_function_of_seed_and_epoch(name: str) -> None:
     labels = skewed(unknown=0.05)
-    a, b = make_batch_sampler(name, labels, 16, seed=3), make_batch_sampler(name, labels, 16, 3)
+    a = make_batch_sampler(name, labels, 16, seed=3, aus=AUS6)
+    b = make_batch_sampler(name, labels, 16, 3, aus=AUS6)
     flat = [np.concatenate(s.plan(e)) for s in (a, b) for e in (0, 1)]
     np.testing.assert_array_equal(flat[0], flat[2])
     np.testing.assert_array_equal(flat[1], flat[3])
     assert not np.array_equal(flat[0], flat[1])
-    other_seed = np.concatenate(make_batch_sampler(name, labels, 16, seed=4).plan(0))
+    other_seed = np.concatenate(make_batch_sampler(name, labels, 16, seed=4, aus=AUS6).plan(0))
     assert not np.array_equal(flat[0], other_seed)
     assert all(f.min() >= 0 and f.max() < len(labels) for f in flat)
     assert all(len(batch) <= 16 for batch in a.plan(0))
@@ -56,12 +61,13 @@ def test_plans_are_a_function_of_seed_and_epoch(name: str) -> None:
 def test_ddp_shards_are_disjoint_and_follow_the_epoch(name: str) -> None:
     labels = skewed(n=203)
     dataset = TensorDataset(torch.zeros(len(labels)))
-    plan = make_batch_sampler(name, labels, 8, seed=1).plan(2)
+    plan = make_batch_sampler(name, labels, 8, seed=1, aus=AUS6).plan(2)
     shards = []
     for rank in range(3):
         sampler = DistributedSampler(dataset, num_replicas=3, rank=rank)
         sampler.set_epoch(2)
-        shard = LabelBatchSampler(SAMPLERS[name](labels, 8), sampler=sampler, seed=1)
+        epoch_plan = make_batch_sampler(name, labels, 8, aus=AUS6).epoch_plan
+        shard = LabelBatchSampler(epoch_plan, sampler=sampler, seed=1)
         shards.append([tuple(batch) for batch in shard])
         assert len(shard) == len(plan) // 3 == len(shards[-1])
     # every rank has its own batches of the one epoch plan, none shared
@@ -266,3 +272,38 @@ def test_presence_per_batch_and_its_heatmap(tmp_path) -> None:
     assert pixel(1, 0)[0] > pixel(0, 0)[0]  # a smaller count, lighter
     second = gap + title + 2 * cell + gap + title
     assert image.getpixel((left + 5, second + 5)) == (255, 255, 255)  # panel b: all zero
+
+
+# -- duplication augmentation (Yang & Yin, Table 8) -------------------------------------------
+
+
+def test_duplication_repeats_frames_with_a_listed_positive_once() -> None:
+    aus = (1, 6, 23)
+    labels = np.array(
+        [
+            [1, 0, 0],  # AU1 positive: duplicated
+            [0, 1, 0],  # AU6 only: not listed
+            [0, 0, 1],  # AU23 positive: duplicated
+            [-1, 1, -1],  # unknown is not positive
+            [1, 0, 1],  # both listed AUs: still one extra copy
+        ],
+        dtype=np.int8,
+    )
+    plan = make_batch_sampler(
+        "duplicate", labels, 4, seed=2, options={"duplicate": [1, 23]}, aus=aus
+    ).plan(0)
+    counts = np.bincount(np.concatenate(plan), minlength=5)
+    np.testing.assert_array_equal(counts, [2, 1, 2, 1, 2])
+    assert [len(b) for b in plan] == [4, 4]
+    two = make_batch_sampler(
+        "duplicate", labels, 4, options={"duplicate": [6], "copies": 2}, aus=aus
+    ).plan(0)
+    np.testing.assert_array_equal(np.bincount(np.concatenate(two)), [1, 3, 1, 3, 1])
+
+
+def test_duplication_names_aus_the_data_lacks() -> None:
+    labels = skewed()
+    with pytest.raises(ValueError, match=r"AUs \[17\] of sampler_options.duplicate are not"):
+        make_batch_sampler("duplicate", labels, 8, options={"duplicate": [1, 17]}, aus=AUS6)
+    with pytest.raises(ValueError, match="the AU numbers of the 6 label columns are needed"):
+        make_batch_sampler("duplicate", labels, 8)

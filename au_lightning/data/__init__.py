@@ -35,6 +35,7 @@ from au_lightning.data.index import (
 )
 from au_lightning.data.sampling import (
     SAMPLERS,
+    DuplicationBatches,
     EpochPlan,
     LabelBatchSampler,
     MLROSBatches,
@@ -72,6 +73,7 @@ __all__ = [
     "AuxiliaryDataModule",
     "DatasetFormatError",
     "DrawnBatches",
+    "DuplicationBatches",
     "EpisodeBatchSampler",
     "EpisodeDataModule",
     "EpochPlan",

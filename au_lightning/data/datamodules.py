@@ -71,7 +71,8 @@ class AUDataModule(L.LightningDataModule):
         batch_size, num_workers: DataLoader settings.
         sampler: the training batch sampler: ``random``, ``stratified`` (Chu et al. Alg. 1),
             ``momu`` (Chu et al. Alg. 2), ``mlros`` (Charte et al.; Ji et al.) or
-            ``weighted`` (see :mod:`au_lightning.data.sampling`).
+            ``weighted``, ``duplicate`` (Yang & Yin, Table 8) (see
+            :mod:`au_lightning.data.sampling`).
         sampler_options: the sampler's own options, e.g. ``{sampling_size: 4}`` for
             ``momu`` or ``{percentage: 25}`` for ``mlros``.
         seed: seeds the fold assignment, the validation reserve and the sampler's epochs.
@@ -256,7 +257,7 @@ class AUDataModule(L.LightningDataModule):
         hp = self.hparams
         labels = self.index.occurrence[self.train_rows]
         batch_sampler = make_batch_sampler(
-            hp.sampler, labels, hp.batch_size, hp.seed, hp.sampler_options
+            hp.sampler, labels, hp.batch_size, hp.seed, hp.sampler_options, self.aus
         )
         dataset = FrameDataset(self.index, self.train_rows, self.train_transform)
         return self._loader(dataset, batch_sampler)

@@ -8,6 +8,7 @@
 | `mlros`      | Charte et al. 2015 ML-ROS (used by Ji et al. 2020, Sec. 3.4): clones of   |
 |              | frames with minority labels, then random batches                          |
 | `weighted`   | frames drawn with replacement by inverse base-rate weights                |
+| `duplicate`  | Yang & Yin 2020 (Table 8): frames with a positive of the listed AUs twice |
 
 Every sampler plans a whole epoch from the ``(N, L)`` label matrix (1 present, 0 absent,
 -1 unknown; only known positives count, an unknown label is never a negative) as a
@@ -38,6 +39,7 @@ from au_lightning.errors import ConfigError
 
 __all__ = [
     "SAMPLERS",
+    "DuplicationBatches",
     "EpochPlan",
     "LabelBatchSampler",
     "MLROSBatches",
@@ -54,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger("au_lightning.data")
 
-SamplerName = Literal["random", "stratified", "momu", "mlros", "weighted"]
+SamplerName = Literal["random", "stratified", "momu", "mlros", "weighted", "duplicate"]
 
 
 class _OneProcess(Sampler[int]):
@@ -413,15 +415,63 @@ class WeightedBatches(EpochPlan):
         return _chunks(drawn, self.batch_size, self.drop_last)
 
 
+class DuplicationBatches(EpochPlan):
+    """Duplication augmentation (Yang & Yin 2020, Sec. 4.6, Table 8): every frame with a
+    known positive label of one of the ``duplicate`` AUs is in the epoch ``1 + copies``
+    times; the epoch is shuffled and cut into batches.
+
+    Args:
+        aus: the AU numbers of the label columns (given by the data module).
+        duplicate: the AUs whose positive frames are duplicated (the paper's five rare
+            BP4D AUs by default).
+        copies: extra copies of each such frame (the paper: one).
+        labels, batch_size, drop_last: see :class:`EpochPlan`.
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        batch_size: int,
+        drop_last: bool = False,
+        aus: Sequence[int] | None = None,
+        duplicate: Sequence[int] = (1, 2, 15, 23, 24),
+        copies: int = 1,
+    ) -> None:
+        super().__init__(labels, batch_size, drop_last)
+        if aus is None or len(aus) != self.positives.shape[1]:
+            raise ConfigError(
+                f"duplicate: the AU numbers of the {self.positives.shape[1]} label columns are "
+                f"needed, got {aus}"
+            )
+        missing = [a for a in duplicate if a not in aus]
+        if missing:
+            raise ConfigError(
+                f"duplicate: AUs {missing} of sampler_options.duplicate are not among the "
+                f"data's AUs {list(aus)}"
+            )
+        if copies < 0:
+            raise ConfigError(f"duplicate: copies must be >= 0, got {copies}")
+        columns = [list(aus).index(a) for a in duplicate]
+        self.duplicated = np.flatnonzero(self.positives[:, columns].any(1))
+        self.copies = copies
+
+    def __call__(self, rng: np.random.Generator) -> list[np.ndarray]:
+        frames = np.concatenate(
+            [np.arange(len(self.positives)), np.tile(self.duplicated, self.copies)]
+        )
+        return _chunks(rng.permutation(frames), self.batch_size, self.drop_last)
+
+
 SAMPLERS: dict[str, type[EpochPlan]] = {
     "random": RandomBatches,
     "stratified": StratifiedBatches,
     "momu": MOMUBatches,
     "mlros": MLROSBatches,
     "weighted": WeightedBatches,
+    "duplicate": DuplicationBatches,
 }
 
-_COMMON = {"self", "labels", "batch_size", "drop_last"}
+_COMMON = {"self", "labels", "batch_size", "drop_last", "aus"}
 
 
 def _options_of(name: str) -> list[str]:
@@ -448,11 +498,17 @@ def make_batch_sampler(
     batch_size: int,
     seed: int = 0,
     options: dict[str, Any] | None = None,
+    aus: Sequence[int] | None = None,
 ) -> LabelBatchSampler:
     """The batch sampler of algorithm ``name`` (:data:`SAMPLERS`) with its own ``options``
-    (checked by name)."""
+    (checked by name); an algorithm that takes ``aus`` is given the AU numbers of the label
+    columns."""
     check_sampler(name, options)
-    return LabelBatchSampler(SAMPLERS[name](labels, batch_size, **(options or {})), seed=seed)
+    plan = SAMPLERS[name]
+    given = dict(options or {})
+    if "aus" in inspect.signature(plan.__init__).parameters:
+        given["aus"] = aus
+    return LabelBatchSampler(plan(labels, batch_size, **given), seed=seed)
 
 
 def presence_per_batch(labels: np.ndarray, batches: Sequence[np.ndarray]) -> np.ndarray:

@@ -1,0 +1,275 @@
+"""RE-Net's LightningModules: AU occurrence (:class:`RENet`) and intensity
+(:class:`RENetIntensity`)."""
+
+from __future__ import annotations
+
+import logging
+from itertools import islice
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from au_lightning import AUIntensityMetrics, AUMethod, ConfigError, LossWeights, reports
+from au_renet.net import Backbone, RelationEmbeddedResNet
+from au_renet.relation import check_relation, label_correlation
+
+__all__ = ["Graph", "RENet", "RENetIntensity", "TrainingStrategy"]
+
+logger = logging.getLogger(__name__)
+
+Graph = Literal["fixed", "learnable"]
+TrainingStrategy = Literal["random", "all"]
+
+
+class RENet(AUMethod):
+    """RE-Net for AU occurrence (Yang & Yin, Sec. 3.4, 4.3-4.4, 4.6).
+
+    Training runs the network for some AUs per batch and sums their losses (Eq. 6);
+    evaluation and prediction run all C AUs in one batched pass
+    (:meth:`RelationEmbeddedResNet.forward`). At the start of fitting the relation graph is
+    computed from the training split's labels and written as ``relation.png`` and
+    ``relation.csv`` (Fig. 2) into the run directory.
+
+    Args:
+        aus: the AUs, by set name or numbers.
+        backbone: the ResNet whose BN layers become AU-specific (``resnet18`` in the paper).
+        pretrained: ``True`` for ImageNet weights, or a weights file; every AU starts from
+            the pretrained BN parameters.
+        graph: ``fixed``, ω = the Pearson correlations of the training labels (Sec. 3.3),
+            or ``learnable``, ω learned from a random start ("Ours+learnable", Table 7).
+        strategy: ``random``, one random AU per batch (Sec. 3.4, the paper's choice: as fast
+            as the baseline), or ``all``, every AU in every batch, losses summed.
+        unseen_aus: AUs whose labels are removed from training (new-AU recognition,
+            Sec. 4.6, Table 6). Training never runs them; they are predicted through their
+            graph-mixed γ, β (Eq. 5). Their BN statistics, which no training pass updated,
+            are estimated from ``calibration_batches`` unlabelled training batches before
+            each evaluation. ω still comes from all training labels, these AUs' too: the
+            relation is the prior, the labels are what the loss never sees.
+        calibration_batches: training batches for the unseen AUs' statistics.
+        thresholds, threshold_search, lr, weight_decay, loss_weights: see
+            :class:`au_lightning.AUMethod`; lr 1e-4 with Adam as in Sec. 4.3.
+    """
+
+    #: outputs per AU: one occurrence logit
+    outputs: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        aus: str | list[int] = "bp4d",
+        backbone: Backbone = "resnet18",
+        pretrained: bool | str = False,
+        graph: Graph = "fixed",
+        strategy: TrainingStrategy = "random",
+        unseen_aus: list[int] | None = None,
+        calibration_batches: int = 50,
+        thresholds: float | list[float] = 0.5,
+        threshold_search: bool = False,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        loss_weights: LossWeights = "none",
+    ) -> None:
+        super().__init__(aus, thresholds, threshold_search, lr, weight_decay, loss_weights)
+        self.save_hyperparameters()
+        if graph not in ("fixed", "learnable"):
+            raise ConfigError(f"model.graph must be fixed or learnable, got {graph!r}")
+        if strategy not in ("random", "all"):
+            raise ConfigError(f"model.strategy must be random or all, got {strategy!r}")
+        unknown = [a for a in unseen_aus or [] if a not in self.aus]
+        if unknown:
+            raise ConfigError(f"model.unseen_aus {unknown} are not among the AUs {self.aus}")
+        self.unseen = [self.aus.index(a) for a in unseen_aus or []]
+        self.seen = [c for c in range(len(self.aus)) if c not in self.unseen]
+        if not self.seen:
+            raise ConfigError("model.unseen_aus leaves no AU to train on")
+        self.net = RelationEmbeddedResNet(
+            len(self.aus), backbone, pretrained, graph == "learnable", self.outputs
+        )
+        # whether the unseen AUs' BN statistics match the current weights (saved, so that
+        # testing a checkpoint does not estimate them again)
+        self.register_buffer("unseen_statistics_current", torch.tensor(False))
+        self.training_relation: np.ndarray | None = None
+
+    # -- template hooks -----------------------------------------------------------------------
+
+    def relation_labels(self, batch_source: Any) -> np.ndarray:
+        """The training split's labels the graph is computed from (occurrence here)."""
+        return batch_source.index.occurrence[batch_source.train_rows]
+
+    def targets(self, batch: dict[str, Any]) -> Tensor:
+        """The labels ``(B, C)`` the losses and metrics compare with."""
+        return batch["occurrence"]
+
+    def au_loss(self, outputs: Tensor, target: Tensor, au: int) -> Tensor:
+        """The loss of one AU (position ``au``): outputs ``(B, outputs)``, target ``(B,)``;
+        the masked BCE of Eq. 6, weighted as ``loss_weights`` says."""
+        return self.label_loss(outputs, target[:, None], [au])
+
+    # -- training -----------------------------------------------------------------------------
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits ``(B, C)`` of every AU, in one batched pass."""
+        return self.net(images)[..., 0]
+
+    def training_aus(self) -> list[int]:
+        """The AUs of this batch's pass: a random seen AU, or all seen AUs (Sec. 3.4)."""
+        if self.hparams.strategy == "all":
+            return self.seen
+        return [self.seen[int(torch.randint(len(self.seen), ()))]]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        aus = self.training_aus()
+        outputs = self.net(batch["image"], aus)
+        target = self.targets(batch)
+        loss = sum(self.au_loss(outputs[:, k], target[:, c], c) for k, c in enumerate(aus))
+        self.unseen_statistics_current.fill_(False)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
+        return loss
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage != "fit" or datamodule is None or getattr(datamodule, "index", None) is None:
+            return
+        self.training_relation = label_correlation(self.relation_labels(datamodule), self.aus)
+        if self.hparams.graph == "fixed":
+            check_relation(self.training_relation, self.aus)
+            self.net.graph.set_relation(torch.from_numpy(self.training_relation))
+
+    def on_fit_start(self) -> None:
+        if self.training_relation is not None and self.trainer.is_global_zero:
+            self.write_relation(self.training_relation, "relation", "AU relation (training PCC)")
+
+    def on_fit_end(self) -> None:
+        if self.hparams.graph == "learnable" and self.trainer.is_global_zero:
+            learned = self.net.graph().detach().cpu().numpy()
+            self.write_relation(learned, "relation_learned", "AU relation (learned)")
+
+    def write_relation(self, relation: np.ndarray, stem: str, title: str) -> Path:
+        """``<stem>.png`` (the heatmap of Fig. 2) and ``<stem>.csv`` in the run directory."""
+        rows = [["AU", *(f"AU{a}" for a in self.aus)]]
+        rows += [
+            [f"AU{a}", *(f"{v:.4f}" for v in row)]
+            for a, row in zip(self.aus, relation, strict=True)
+        ]
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / f"{stem}.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
+        return reports.relation_heatmap(relation, self.aus, self.run_dir / f"{stem}.png", title)
+
+    # -- AUs left out of training (Sec. 4.6) --------------------------------------------------
+
+    def estimate_unseen_statistics(self) -> None:
+        """Estimate the unseen AUs' BN statistics on unlabelled training batches (the random
+        state is left as it was, so training continues as without this)."""
+        if not self.unseen:
+            return
+        with torch.random.fork_rng():
+            loader = self.trainer.datamodule.train_dataloader()
+            batches = (
+                b["image"].to(self.device) for b in islice(loader, self.hparams.calibration_batches)
+            )
+            used = self.net.estimate_statistics(batches, self.unseen)
+        self.unseen_statistics_current.fill_(True)
+        logger.info("statistics of unseen AUs estimated from %d training batches", used)
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.estimate_unseen_statistics()
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        if not bool(self.unseen_statistics_current):
+            self.estimate_unseen_statistics()
+
+
+class RENetIntensity(RENet):
+    """RE-Net for AU intensity (Sec. 4.5): six intensity-level logits per AU, trained with
+    cross-entropy over the known levels, the graph built from the intensity labels; the
+    prediction is the most likely level, scored by ICC(3,1) and MAE per AU.
+
+    Args:
+        aus: the intensity AUs (``bp4d_intensity``: BP4D's 5; ``disfa``: DISFA's 12).
+        levels: intensity levels (0..5 in FACS, so 6).
+        backbone, pretrained, graph, strategy, unseen_aus, calibration_batches, lr,
+            weight_decay: see :class:`RENet`.
+    """
+
+    outputs: ClassVar[int] = 6
+
+    def __init__(
+        self,
+        aus: str | list[int] = "bp4d_intensity",
+        backbone: Backbone = "resnet18",
+        pretrained: bool | str = False,
+        graph: Graph = "fixed",
+        strategy: TrainingStrategy = "random",
+        unseen_aus: list[int] | None = None,
+        calibration_batches: int = 50,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(
+            aus, backbone, pretrained, graph, strategy, unseen_aus, calibration_batches,
+            lr=lr, weight_decay=weight_decay,
+        )  # fmt: skip
+        self.save_hyperparameters()
+        self.val_intensity = AUIntensityMetrics(self.aus)
+        self.test_intensity = AUIntensityMetrics(self.aus)
+
+    def relation_labels(self, batch_source: Any) -> np.ndarray:
+        """The training split's intensity labels (Sec. 4.5)."""
+        index = batch_source.index
+        if index.intensity is None:
+            raise ConfigError(
+                "renet-intensity needs intensity labels; read a dataset that has them "
+                "(bp4d with reader_options {intensity: true}, disfa)"
+            )
+        return index.intensity[batch_source.train_rows]
+
+    def targets(self, batch: dict[str, Any]) -> Tensor:
+        if "intensity" not in batch:
+            raise ConfigError("renet-intensity needs batches with intensity labels")
+        return batch["intensity"].long()
+
+    def au_loss(self, outputs: Tensor, target: Tensor, au: int) -> Tensor:
+        """Cross-entropy over the levels of the frames whose level is known (-1 unknown)."""
+        if not (target >= 0).any():
+            return outputs.sum() * 0.0
+        return F.cross_entropy(outputs, target, ignore_index=-1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Level logits ``(B, C, levels)`` of every AU, in one batched pass."""
+        return self.net(images)
+
+    def predict_levels(self, images: Tensor) -> Tensor:
+        """The most likely intensity level ``(B, C)`` of each AU."""
+        return self(images).argmax(-1)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.val_intensity.update(self.predict_levels(batch["image"]), self.targets(batch))
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.test_intensity.update(self.predict_levels(batch["image"]), self.targets(batch))
+
+    def _log_intensity(self, metrics: AUIntensityMetrics, prefix: str) -> dict[str, float]:
+        scores = {k: float(v) for k, v in metrics.compute().items()}
+        self.log_dict({f"{prefix}/{k}": v for k, v in scores.items()})
+        metrics.reset()
+        return scores
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_intensity(self.val_intensity, "val")
+
+    def on_test_epoch_end(self) -> None:
+        scores = self._log_intensity(self.test_intensity, "test")
+        if self.trainer.is_global_zero:
+            rows = [["AU", "ICC", "MAE"]]  # ICC(3,1); a comma would split the CSV header
+            for name in [*(f"AU{a}" for a in self.aus), "mean"]:
+                rows.append([name, f"{scores[f'icc_{name}']:.3f}", f"{scores[f'mae_{name}']:.3f}"])
+            reports.write_table(rows, self.run_dir, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return {"levels": self.predict_levels(batch["image"]), "index": batch["index"]}
