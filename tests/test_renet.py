@@ -306,6 +306,25 @@ def test_intensity_loss_masks_unknown_levels() -> None:
     assert model.au_loss(outputs, torch.full((3,), -1), 0) == 0
 
 
+def test_intensity_cv_report_gives_each_fold_and_the_mean(tmp_path: Path) -> None:
+    model = RENetIntensity(aus=[6, 12])
+    folds = {
+        "part1": {"icc_AU6": 0.5, "icc_AU12": 0.7, "icc_mean": 0.6, "mae_AU6": 1.0,
+                  "mae_AU12": 0.5, "mae_mean": 0.75},
+        "part2": {"icc_AU6": 0.3, "icc_AU12": float("nan"), "icc_mean": 0.3,
+                  "mae_AU6": 2.0, "mae_AU12": 0.25, "mae_mean": 1.125},
+    }  # fmt: skip
+    md = model.write_cv_report(folds, {}, tmp_path)
+    with (tmp_path / "cv_results.csv").open() as f:
+        rows = {row["AU"]: row for row in csv.DictReader(f)}
+    assert md.is_file() and list(rows) == ["AU6", "AU12", "mean"]
+    assert rows["AU6"] == {"AU": "AU6", "ICC part1": "0.500", "ICC part2": "0.300",
+                           "ICC mean": "0.400", "MAE part1": "1.000", "MAE part2": "2.000",
+                           "MAE mean": "1.500"}  # fmt: skip
+    assert rows["AU12"]["ICC mean"] == "0.700"  # the NaN fold is left out
+    assert rows["mean"]["MAE mean"] == "0.938"
+
+
 def test_option_errors_name_the_option() -> None:
     with pytest.raises(ConfigError, match=r"model.unseen_aus \[9\] are not among"):
         RENet(aus=[1, 2], unseen_aus=[9])

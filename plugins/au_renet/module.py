@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -13,7 +14,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from au_lightning import AUIntensityMetrics, AUMethod, ConfigError, LossWeights, reports
+from au_lightning import (
+    AUDataModule,
+    AUIntensityMetrics,
+    AUMethod,
+    ConfigError,
+    LossWeights,
+    mean_over_folds,
+    reports,
+)
 from au_renet.net import Backbone, RelationEmbeddedResNet
 from au_renet.relation import check_relation, label_correlation
 
@@ -95,9 +104,9 @@ class RENet(AUMethod):
 
     # -- template hooks -----------------------------------------------------------------------
 
-    def relation_labels(self, batch_source: Any) -> np.ndarray:
+    def relation_labels(self, datamodule: AUDataModule) -> np.ndarray:
         """The training split's labels the graph is computed from (occurrence here)."""
-        return batch_source.index.occurrence[batch_source.train_rows]
+        return datamodule.index.occurrence[datamodule.train_rows]
 
     def targets(self, batch: dict[str, Any]) -> Tensor:
         """The labels ``(B, C)`` the losses and metrics compare with."""
@@ -219,15 +228,15 @@ class RENetIntensity(RENet):
         self.val_intensity = AUIntensityMetrics(self.aus)
         self.test_intensity = AUIntensityMetrics(self.aus)
 
-    def relation_labels(self, batch_source: Any) -> np.ndarray:
+    def relation_labels(self, datamodule: AUDataModule) -> np.ndarray:
         """The training split's intensity labels (Sec. 4.5)."""
-        index = batch_source.index
+        index = datamodule.index
         if index.intensity is None:
             raise ConfigError(
                 "renet-intensity needs intensity labels; read a dataset that has them "
                 "(bp4d with reader_options {intensity: true}, disfa)"
             )
-        return index.intensity[batch_source.train_rows]
+        return index.intensity[datamodule.train_rows]
 
     def targets(self, batch: dict[str, Any]) -> Tensor:
         if "intensity" not in batch:
@@ -266,10 +275,32 @@ class RENetIntensity(RENet):
     def on_test_epoch_end(self) -> None:
         scores = self._log_intensity(self.test_intensity, "test")
         if self.trainer.is_global_zero:
-            rows = [["AU", "ICC", "MAE"]]  # ICC(3,1); a comma would split the CSV header
-            for name in [*(f"AU{a}" for a in self.aus), "mean"]:
-                rows.append([name, f"{scores[f'icc_{name}']:.3f}", f"{scores[f'mae_{name}']:.3f}"])
-            reports.write_table(rows, self.run_dir, "test")
+            reports.write_table(self.intensity_rows({"": scores}), self.run_dir, "test")
+
+    def intensity_rows(self, runs: Mapping[str, Mapping[str, float]]) -> list[list[str]]:
+        """Rows ``AU, ICC <run>..., MAE <run>...`` (ICC(3,1); a comma would split the CSV
+        header) and a mean row, from each run's ``icc_AU<n>``, ``mae_AU<n>`` scores."""
+        names = [f" {name}".rstrip() for name in runs]
+        rows = [["AU", *(f"ICC{n}" for n in names), *(f"MAE{n}" for n in names)]]
+        for au in [*(f"AU{a}" for a in self.aus), "mean"]:
+            rows.append(
+                [au]
+                + [f"{scores[f'icc_{au}']:.3f}" for scores in runs.values()]
+                + [f"{scores[f'mae_{au}']:.3f}" for scores in runs.values()]
+            )
+        return rows
+
+    def write_cv_report(
+        self,
+        per_fold: Mapping[str, Mapping[str, float]],
+        run_dirs: Mapping[str, Path],
+        directory: Path,
+    ) -> Path:
+        """ICC(3,1) and MAE per AU in each fold and their means over the folds (the AU means
+        of a fold are over its AUs; the fold means, over the folds that have a value)."""
+        runs = {**per_fold, "mean": mean_over_folds(list(per_fold.values()))}
+        md, _ = reports.write_table(self.intensity_rows(runs), directory, "cv")
+        return md
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return {"levels": self.predict_levels(batch["image"]), "index": batch["index"]}
