@@ -26,10 +26,10 @@ from au_lightning.cli import main
 DA = ["--data.sampler=duplicate"]
 OCCURRENCE = {
     "resnet18": ("baseline", []),
-    "resnet18+DA": ("baseline", DA),
     "renet": ("renet", []),
-    "renet+DA": ("renet", DA),
     "renet-learnable": ("renet", ["--model.graph=learnable"]),
+    "resnet18+DA": ("baseline", DA),
+    "renet+DA": ("renet", DA),
     "renet-learnable+DA": ("renet", ["--model.graph=learnable", *DA]),
     "renet-without-AU23": ("renet", ["--model.unseen_aus=[23]"]),
     "renet-without-AU24": ("renet", ["--model.unseen_aus=[24]"]),
