@@ -118,7 +118,7 @@ def main_study() -> None:
     parser.add_argument("--out", type=Path, help="write the tables to this markdown file")
     parser.add_argument("--runs", type=Path, default=Path("runs/renet_study"))
     parser.add_argument("--fold", default="part1")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument(
         "--extra",
         default="--data.image_size=64 --data.crop_size=56",
