@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
+from torchmetrics import Metric
 
 from au_lightning.data.index import positive_rates, resolve_aus
 from au_lightning.errors import ConfigError
@@ -167,14 +168,15 @@ class AUMethod(L.LightningModule):
         if self.threshold_search:
             self.untuned_test_metrics.update(probs, target)
 
-    def _log_scores(self, metrics: AUDetectionMetrics, prefix: str) -> dict[str, float]:
+    def log_scores(self, metrics: Metric, prefix: str) -> dict[str, float]:
+        """Log a metric's ``compute()`` dict under ``<prefix>/``, reset it, return the scores."""
         scores = {k: float(v) for k, v in metrics.compute().items()}
         self.log_dict({f"{prefix}/{k}": v for k, v in scores.items()})
         metrics.reset()
         return scores
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores(self.val_metrics, "val")
+        self.log_scores(self.val_metrics, "val")
         if self.threshold_search:
             # Model selection stays on the fixed thresholds: F1 at thresholds tuned on the
             # same frames (val/tuned_f1_*) is optimistic.
@@ -189,9 +191,9 @@ class AUMethod(L.LightningModule):
             self.test_metrics.thresholds.copy_(self.tuned_thresholds)
 
     def on_test_epoch_end(self) -> None:
-        scores = self._log_scores(self.test_metrics, "test")
+        scores = self.log_scores(self.test_metrics, "test")
         if self.threshold_search:
-            untuned = self._log_scores(self.untuned_test_metrics, "test/untuned")
+            untuned = self.log_scores(self.untuned_test_metrics, "test/untuned")
             scores |= {f"untuned_{k}": v for k, v in untuned.items()}
             scores |= {
                 f"threshold_AU{a}": t for a, t in zip(self.aus, self.thresholds, strict=True)

@@ -263,17 +263,11 @@ class RENetIntensity(RENet):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.test_intensity.update(self.predict_levels(batch["image"]), self.targets(batch))
 
-    def _log_intensity(self, metrics: AUIntensityMetrics, prefix: str) -> dict[str, float]:
-        scores = {k: float(v) for k, v in metrics.compute().items()}
-        self.log_dict({f"{prefix}/{k}": v for k, v in scores.items()})
-        metrics.reset()
-        return scores
-
     def on_validation_epoch_end(self) -> None:
-        self._log_intensity(self.val_intensity, "val")
+        self.log_scores(self.val_intensity, "val")
 
     def on_test_epoch_end(self) -> None:
-        scores = self._log_intensity(self.test_intensity, "test")
+        scores = self.log_scores(self.test_intensity, "test")
         if self.trainer.is_global_zero:
             reports.write_table(self.intensity_rows({"": scores}), self.run_dir, "test")
 
