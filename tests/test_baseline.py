@@ -73,15 +73,6 @@ def _trainer(root: Path, max_steps: int) -> L.Trainer:
     )
 
 
-@pytest.fixture
-def workdir(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in a fresh folder, with the CLI's program name (not pytest's arguments)."""
-    monkeypatch.setenv("AU_LIGHTNING_CACHE", str(cache))
-    monkeypatch.setattr(sys, "argv", ["au-lightning"])
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 @pytest.fixture(scope="module")
 def old_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real Lightning checkpoint of a ResNet-18 Baseline on AUs 1, 2, 4, 12 (one step)."""

@@ -5,7 +5,6 @@ configs through the CLI on a tiny SynthAU set."""
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -169,13 +168,6 @@ def test_the_baseline_needs_frames(cache: Path, tmp_path: Path) -> None:
         _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(
             MAMLBaseline(image_size=16), datamodule=data
         )
-
-
-@pytest.fixture
-def workdir(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(sys, "argv", ["au-lightning"])
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_configs_fit_test_and_compare_through_the_cli(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -335,14 +334,6 @@ def test_option_errors_name_the_option() -> None:
 
 
 # -- through the CLI on SynthAU --------------------------------------------------------------
-
-
-@pytest.fixture
-def workdir(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("AU_LIGHTNING_CACHE", str(cache))
-    monkeypatch.setattr(sys, "argv", ["au-lightning"])
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def _read_csv_matrix(path: Path) -> np.ndarray:
