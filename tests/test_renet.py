@@ -387,13 +387,33 @@ def test_unseen_au_gets_estimated_statistics_before_evaluation(workdir: Path) ->
     main(["fit", *args, "--trainer.max_epochs=1", "--model.unseen_aus=[12]"])
     (best,) = workdir.rglob("best.ckpt")
     state = torch.load(best, weights_only=True)["state_dict"]
-    assert bool(state["unseen_statistics_current"])
+    assert bool(state["statistics_current"])
     position = 6  # AU12 in the bp4d set
     mean = state["net.backbone.bn1.running_mean"]
     assert (mean[position] != 0).any()  # estimated, not the initial zeros
+    # the seen AUs keep their training averages (the initial zeros for any not drawn yet),
+    # not the estimate
+    assert not torch.allclose(mean, mean[position].expand_as(mean))
     main(["test", *args, f"--ckpt_path={best}"])
     (table,) = workdir.rglob("test_results.md")
     assert "| AU12 |" in table.read_text()
+
+
+def test_recalibration_estimates_every_aus_statistics_with_the_final_weights(
+    workdir: Path,
+) -> None:
+    args = ["--config", str(CONFIGS / "renet.yaml"), *TINY, "--trainer.default_root_dir=runs"]
+    main(["fit", *args, "--trainer.max_epochs=1", "--model.recalibrate_statistics=true"])
+    (best,) = workdir.rglob("best.ckpt")
+    state = torch.load(best, weights_only=True)["state_dict"]
+    assert bool(state["statistics_current"])
+    # bn1 follows the shared conv1, so statistics estimated on the same batches are the same
+    # for every AU; the training averages (previous test) differ from AU to AU
+    for name in ("running_mean", "running_var"):
+        rows = state[f"net.backbone.bn1.{name}"]
+        torch.testing.assert_close(rows, rows[:1].expand_as(rows), rtol=1e-5, atol=1e-6)
+    deep = state["net.backbone.layer4.1.bn2.running_mean"]
+    assert not torch.allclose(deep[0], deep[1])  # past AU-specific layers they differ
 
 
 def test_intensity_config_fits_and_reports_icc_and_mae(workdir: Path) -> None:

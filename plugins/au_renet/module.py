@@ -55,10 +55,16 @@ class RENet(AUMethod):
         unseen_aus: AUs whose labels are removed from training (new-AU recognition,
             Sec. 4.6, Table 6). Training never runs them; they are predicted through their
             graph-mixed γ, β (Eq. 5). Their BN statistics, which no training pass updated,
-            are estimated from ``calibration_batches`` unlabelled training batches before
-            each evaluation. ω still comes from all training labels, these AUs' too: the
-            relation is the prior, the labels are what the loss never sees.
-        calibration_batches: training batches for the unseen AUs' statistics.
+            are estimated before each evaluation (see ``recalibrate_statistics``). ω still
+            comes from all training labels, these AUs' too: the relation is the prior, the
+            labels are what the loss never sees.
+        recalibrate_statistics: re-estimate every AU's BN running statistics with the
+            current weights before each evaluation ("precise BN"; not in the paper). With
+            ``strategy: random`` an AU's statistics move only in the 1 step of C that draws
+            it, so its exponential average spans C times as many weight updates as the
+            baseline's and lags behind them. False (the paper's plain BN): the seen AUs
+            keep their training averages; only the unseen AUs' are estimated.
+        calibration_batches: unlabelled training batches for those estimates.
         thresholds, threshold_search, lr, weight_decay, loss_weights: see
             :class:`au_lightning.AUMethod`; lr 1e-4 with Adam as in Sec. 4.3.
     """
@@ -74,7 +80,8 @@ class RENet(AUMethod):
         graph: Graph = "fixed",
         strategy: TrainingStrategy = "random",
         unseen_aus: list[int] | None = None,
-        calibration_batches: int = 50,
+        recalibrate_statistics: bool = False,
+        calibration_batches: int = 20,
         thresholds: float | list[float] = 0.5,
         threshold_search: bool = False,
         lr: float = 1e-4,
@@ -97,9 +104,11 @@ class RENet(AUMethod):
         self.net = RelationEmbeddedResNet(
             len(self.aus), backbone, pretrained, graph == "learnable", self.outputs
         )
-        # whether the unseen AUs' BN statistics match the current weights (saved, so that
+        if calibration_batches < 1:
+            raise ConfigError(f"model.calibration_batches must be >= 1, got {calibration_batches}")
+        # whether the estimated BN statistics match the current weights (saved, so that
         # testing a checkpoint does not estimate them again)
-        self.register_buffer("unseen_statistics_current", torch.tensor(False))
+        self.register_buffer("statistics_current", torch.tensor(False))
         self.training_relation: np.ndarray | None = None
 
     # -- template hooks -----------------------------------------------------------------------
@@ -134,7 +143,7 @@ class RENet(AUMethod):
         outputs = self.net(batch["image"], aus)
         target = self.targets(batch)
         loss = sum(self.au_loss(outputs[:, k], target[:, c], c) for k, c in enumerate(aus))
-        self.unseen_statistics_current.fill_(False)
+        self.statistics_current.fill_(False)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
         return loss
 
@@ -168,30 +177,36 @@ class RENet(AUMethod):
         (self.run_dir / f"{stem}.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
         return reports.relation_heatmap(relation, self.aus, self.run_dir / f"{stem}.png", title)
 
-    # -- AUs left out of training (Sec. 4.6) --------------------------------------------------
+    # -- BN statistics estimated before evaluation (Sec. 4.6 and precise BN) ------------------
 
-    def estimate_unseen_statistics(self) -> None:
-        """Estimate the unseen AUs' BN statistics on unlabelled training batches (the random
-        state is left as it was, so training continues as without this)."""
-        if not self.unseen:
+    def calibrated_aus(self) -> list[int]:
+        """The AU positions whose BN statistics are estimated before evaluation: all with
+        ``recalibrate_statistics``, else the unseen AUs, which training never ran."""
+        return list(range(len(self.aus))) if self.hparams.recalibrate_statistics else self.unseen
+
+    def estimate_statistics(self) -> None:
+        """Estimate the :meth:`calibrated_aus`' BN statistics on unlabelled training batches
+        (the random state is left as it was, so training continues as without this)."""
+        aus = self.calibrated_aus()
+        if not aus:
             return
         with torch.random.fork_rng():
             loader = self.trainer.datamodule.train_dataloader()
             batches = (
                 b["image"].to(self.device) for b in islice(loader, self.hparams.calibration_batches)
             )
-            used = self.net.estimate_statistics(batches, self.unseen)
-        self.unseen_statistics_current.fill_(True)
-        logger.info("statistics of unseen AUs estimated from %d training batches", used)
+            used = self.net.estimate_statistics(batches, aus)
+        self.statistics_current.fill_(True)
+        logger.info("BN statistics of %d AUs estimated from %d training batches", len(aus), used)
 
     def on_validation_epoch_start(self) -> None:
         if not self.trainer.sanity_checking:
-            self.estimate_unseen_statistics()
+            self.estimate_statistics()
 
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
-        if not bool(self.unseen_statistics_current):
-            self.estimate_unseen_statistics()
+        if not bool(self.statistics_current):
+            self.estimate_statistics()
 
 
 class RENetIntensity(RENet):
@@ -202,8 +217,8 @@ class RENetIntensity(RENet):
     Args:
         aus: the intensity AUs (``bp4d_intensity``: BP4D's 5; ``disfa``: DISFA's 12).
         levels: intensity levels (0..5 in FACS, so 6).
-        backbone, pretrained, graph, strategy, unseen_aus, calibration_batches, lr,
-            weight_decay: see :class:`RENet`.
+        backbone, pretrained, graph, strategy, unseen_aus, recalibrate_statistics,
+            calibration_batches, lr, weight_decay: see :class:`RENet`.
     """
 
     outputs: ClassVar[int] = 6
@@ -216,13 +231,14 @@ class RENetIntensity(RENet):
         graph: Graph = "fixed",
         strategy: TrainingStrategy = "random",
         unseen_aus: list[int] | None = None,
-        calibration_batches: int = 50,
+        recalibrate_statistics: bool = False,
+        calibration_batches: int = 20,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(
-            aus, backbone, pretrained, graph, strategy, unseen_aus, calibration_batches,
-            lr=lr, weight_decay=weight_decay,
+            aus, backbone, pretrained, graph, strategy, unseen_aus, recalibrate_statistics,
+            calibration_batches, lr=lr, weight_decay=weight_decay,
         )  # fmt: skip
         self.save_hyperparameters()
         self.val_intensity = AUIntensityMetrics(self.aus)
