@@ -331,6 +331,8 @@ def test_option_errors_name_the_option() -> None:
         RENet(aus=[1, 2], unseen_aus=[1, 2])
     with pytest.raises(ConfigError, match=r"model\.strategy must be random or all"):
         RENet(aus=[1, 2], strategy="each")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"model\.calibration_batches must be >= 1, got 0"):
+        RENet(aus=[1, 2], calibration_batches=0)
 
 
 # -- through the CLI on SynthAU --------------------------------------------------------------

@@ -101,11 +101,11 @@ class RENet(AUMethod):
         self.seen = [c for c in range(len(self.aus)) if c not in self.unseen]
         if not self.seen:
             raise ConfigError("model.unseen_aus leaves no AU to train on")
+        if calibration_batches < 1:
+            raise ConfigError(f"model.calibration_batches must be >= 1, got {calibration_batches}")
         self.net = RelationEmbeddedResNet(
             len(self.aus), backbone, pretrained, graph == "learnable", self.outputs
         )
-        if calibration_batches < 1:
-            raise ConfigError(f"model.calibration_batches must be >= 1, got {calibration_batches}")
         # whether the estimated BN statistics match the current weights (saved, so that
         # testing a checkpoint does not estimate them again)
         self.register_buffer("statistics_current", torch.tensor(False))
