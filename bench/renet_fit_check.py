@@ -65,10 +65,7 @@ def main() -> None:
     for _ in range(args.steps):
         batch = torch.randint(args.frames, (32,))
         if args.method == "renet":
-            aus = model.training_aus()
-            outputs = model.net(images[batch], aus)
-            loss = sum(model.au_loss(outputs[:, k], labels[batch][:, c], c)
-                       for k, c in enumerate(aus))  # fmt: skip
+            loss = model.pass_loss({"image": images[batch], "occurrence": labels[batch]})
         else:
             loss = model.training_loss({"occurrence": labels[batch]}, model(images[batch]))
         optimizer.zero_grad()

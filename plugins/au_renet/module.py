@@ -138,13 +138,17 @@ class RENet(AUMethod):
             return self.seen
         return [self.seen[int(torch.randint(len(self.seen), ()))]]
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def pass_loss(self, batch: dict[str, Any]) -> Tensor:
+        """One training pass over :meth:`training_aus` and its loss, Eq. 6 summed over them."""
         aus = self.training_aus()
         outputs = self.net(batch["image"], aus)
         target = self.targets(batch)
-        loss = sum(self.au_loss(outputs[:, k], target[:, c], c) for k, c in enumerate(aus))
+        return sum(self.au_loss(outputs[:, k], target[:, c], c) for k, c in enumerate(aus))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss = self.pass_loss(batch)
         self.statistics_current.fill_(False)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
         return loss
 
     def setup(self, stage: str) -> None:
