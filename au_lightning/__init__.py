@@ -18,7 +18,7 @@ from au_lightning.data import (
 )
 from au_lightning.errors import ConfigError
 from au_lightning.fewshot_results import AdaptationRecord
-from au_lightning.losses import masked_bce, positive_weights, selective_weights
+from au_lightning.losses import masked_bce, max_margin_loss, positive_weights, selective_weights
 from au_lightning.meta import InnerLoop, InnerOptimizer, MetaBackend
 from au_lightning.method import AUMethod, LossWeights, PredictionWriter
 from au_lightning.metrics import (
@@ -32,6 +32,12 @@ from au_lightning.metrics import (
     intensity_mae,
     mean_over_folds,
     search_thresholds,
+)
+from au_lightning.visualize import (
+    au_visualizations,
+    load_method,
+    to_uint8,
+    write_visualizations,
 )
 
 __version__ = "0.1.0"
@@ -58,14 +64,17 @@ __all__ = [
     "SplitError",
     "ThresholdSearch",
     "__version__",
+    "au_visualizations",
     "data",
     "event_f1",
     "f1_at_thresholds",
     "fewshot_results",
     "icc3_1",
     "intensity_mae",
+    "load_method",
     "losses",
     "masked_bce",
+    "max_margin_loss",
     "mean_over_folds",
     "metrics",
     "nn",
@@ -75,4 +84,6 @@ __all__ = [
     "reports",
     "search_thresholds",
     "selective_weights",
+    "to_uint8",
+    "write_visualizations",
 ]

@@ -2,7 +2,8 @@
 
 ``fit``, ``validate``, ``test`` and ``predict`` run :class:`AUCLI` (a LightningCLI with any
 registered method as ``--model`` and a data module as ``--data``); ``cv`` runs fit and test on
-every fold; ``compare``, ``plugins``, ``index`` and ``synth`` are commands of their own.
+every fold; ``compare``, ``plugins``, ``index``, ``synth`` and ``visualize`` (the image each
+AU of a checkpoint responds to most) are commands of their own.
 ``main(args=None)`` takes the command line as a list so tests drive it in-process.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace, lazy_instance
 from jsonargparse.typing import import_object
@@ -42,6 +44,7 @@ from au_lightning.registry import (
     load,
     resolve,
 )
+from au_lightning.visualize import au_visualizations, load_method, to_uint8, write_visualizations
 
 __all__ = ["AUCLI", "main"]
 
@@ -251,6 +254,39 @@ def compare(args: Sequence[str]) -> None:
     print(f"written to {config.out}\n{md.read_text()}")
 
 
+def visualize(args: Sequence[str]) -> None:
+    """``au-lightning visualize --ckpt_path PATH|best|last``: for each AU of a checkpoint, the
+    image that maximizes its output unit (Chu et al. Sec. 6, Eq. 3), as ``AU<n>.png`` and a
+    labelled sheet ``aus.png``."""
+    parser = ArgumentParser(prog="au-lightning visualize", description=visualize.__doc__)
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint, or best / last of --root")
+    parser.add_argument("--root", default=".", help="trainer.default_root_dir for best / last")
+    parser.add_argument("--out", default="visualizations", help="output directory")
+    size_help = "image side (default: the checkpoint's data crop_size, else 224)"
+    parser.add_argument("--size", type=int | None, default=None, help=size_help)
+    parser.add_function_arguments(au_visualizations, skip={"model", "num_aus", "size"})
+    config = parser.parse_args(list(args))
+    path = Path(config.ckpt_path)
+    if config.ckpt_path in ("best", "last"):
+        found = find_checkpoint(config.root, config.ckpt_path)
+        if found is None:
+            raise FileNotFoundError(
+                f"--ckpt_path {config.ckpt_path}: no {config.ckpt_path} checkpoint of a run "
+                f"under {config.root} (--root); give the checkpoint's path instead"
+            )
+        path = found
+    model = load_method(path)
+    data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    data = data.get("datamodule_hyper_parameters") or {}
+    options = {k: v for k, v in config.as_dict().items() if k not in ("ckpt_path", "root", "out")}
+    options["size"] = options["size"] or data.get("crop_size", 224)
+    images = au_visualizations(model, len(model.aus), **options)
+    uint8 = to_uint8(images, **{k: data[k] for k in ("mean", "std") if k in data})
+    written = write_visualizations(uint8, model.aus, config.out)
+    print(f"AU visualizations of {path} ({options['size']} px, {options['steps']} steps) written:")
+    print("\n".join(f"  {p}" for p in written))
+
+
 def _cli(argv: list[str], run: bool = True) -> AUCLI:
     """AUCLI on ``argv`` given as the process's own command line (so LightningCLI does not
     warn about ``args`` next to ``sys.argv``, and a DDP launcher that re-runs ``sys.argv``
@@ -291,6 +327,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "plugins": plugins,
     "index": index,
     "synth": synth,
+    "visualize": visualize,
 }
 
 

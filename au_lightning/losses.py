@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["masked_bce", "positive_weights", "selective_weights"]
+__all__ = ["masked_bce", "max_margin_loss", "positive_weights", "selective_weights"]
 
 
 def masked_bce(
@@ -51,6 +51,40 @@ def masked_bce(
     if weight is not None:
         loss = loss * weight.to(loss)[known]
     return loss.mean()
+
+
+def max_margin_loss(
+    scores: Tensor, target: Tensor, margin: float = 0.5, frame_mask: Tensor | None = None
+) -> Tensor:
+    """The multi-label max-margin loss of Chu et al. (Sec. 3.2), averaged over frames.
+
+    For one frame with labels y in {-1, 0, +1}^L (absent, missing, present) and scores
+    ŷ in [-1, 1]^L (the LSTMs' tanh outputs), L_M(y, ŷ) = (1/n_0) Σ_i max(0, λ - y_i ŷ_i),
+    n_0 the number of non-zero y_i; λ = ``margin`` (0.5 in the paper). ``target`` is in this
+    project's convention (1 present, 0 absent, -1 unknown), so a missing label (y_i = 0)
+    contributes nothing, not even the constant λ. The gradient is ∂L_M/∂ŷ_i = -y_i/n_0
+    where y_i ŷ_i < λ and 0 elsewhere (the paper's text writes "< 1" there; with λ = 0.5
+    the hinge above is the loss it defines, so its gradient switches at λ).
+
+    ``scores`` and ``target`` are ``(..., L)``; ``frame_mask`` ``(...)`` keeps the frames
+    that count (False for the burn-in frames of a window). The result is the mean of L_M
+    over counted frames that have a known label (0, still connected to ``scores``, if none).
+    """
+    if scores.shape != target.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and target {tuple(target.shape)} differ")
+    y = torch.where(target == 1, 1.0, torch.where(target == 0, -1.0, 0.0)).to(scores)
+    n0 = (y != 0).sum(-1)
+    per_frame = (margin - y * scores).clamp(min=0).where(y != 0, 0.0).sum(-1)
+    counted = n0 > 0
+    if frame_mask is not None:
+        if frame_mask.shape != scores.shape[:-1]:
+            raise ValueError(
+                f"frame_mask {tuple(frame_mask.shape)} must have shape {tuple(scores.shape[:-1])}"
+            )
+        counted = counted & frame_mask.bool()
+    if not counted.any():
+        return scores.sum() * 0.0
+    return (per_frame[counted] / n0[counted]).mean()
 
 
 def positive_weights(rate: Tensor, max_weight: float = 20.0) -> Tensor:

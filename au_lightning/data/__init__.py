@@ -47,6 +47,13 @@ from au_lightning.data.sampling import (
     make_batch_sampler,
     presence_per_batch,
 )
+from au_lightning.data.sequence_datamodule import SequenceDataModule, SequenceInput, Split
+from au_lightning.data.sequences import (
+    WindowDataset,
+    active_aus_per_frame,
+    consecutive_segments,
+    sequence_windows,
+)
 from au_lightning.data.splits import (
     PUBLISHED_PARTS,
     Fold,
@@ -89,13 +96,19 @@ __all__ = [
     "MetaTrainEpisodes",
     "Protocol",
     "RandomBatches",
+    "SequenceDataModule",
+    "SequenceInput",
+    "Split",
     "SplitError",
     "StratifiedBatches",
     "Task",
     "ValidationStrategy",
     "WeightedBatches",
+    "WindowDataset",
+    "active_aus_per_frame",
     "cache_dir",
     "cached_read",
+    "consecutive_segments",
     "cross_dataset_fold",
     "eval_transform",
     "fold_rows",
@@ -118,6 +131,7 @@ __all__ = [
     "read_table",
     "resolve_aus",
     "select_fold",
+    "sequence_windows",
     "sources_unchanged",
     "subject_folds",
     "task_frames",

@@ -5,9 +5,11 @@
 - ``resnet_backbone``: a torchvision ResNet-18/34/50/101/152 feature extractor, random,
   ImageNet (hub cache first, offline-friendly) or loaded from a local file.
 - ``MultiLabelHead``: one logit per AU on top of a feature vector.
+- ``PCA``: a principal component projection fitted on training features, kept in buffers.
 """
 
 from au_lightning.nn.anet import ANet
+from au_lightning.nn.pca import PCA
 from au_lightning.nn.resnet import MultiLabelHead, resnet_backbone
 
-__all__ = ["ANet", "MultiLabelHead", "resnet_backbone"]
+__all__ = ["PCA", "ANet", "MultiLabelHead", "resnet_backbone"]

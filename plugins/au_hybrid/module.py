@@ -1,0 +1,455 @@
+"""Hybrid: the LightningModule that trains the CNN, the LSTMs and the fusion in turn."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from au_hybrid.net import Backbone, HybridNet
+from au_hybrid.results import HEADS, Head, event_scores, hybrid_table
+from au_lightning import (
+    AUDetectionMetrics,
+    AUMethod,
+    ConfigError,
+    masked_bce,
+    max_margin_loss,
+    mean_over_folds,
+    reports,
+)
+from au_lightning.data import SequenceDataModule, SequenceInput, Split
+
+logger = logging.getLogger(__name__)
+
+Stage = Literal["cnn", "lstm", "fusion"]
+STAGES: tuple[Stage, ...] = ("cnn", "lstm", "fusion")
+#: the head whose output each stage trains
+STAGE_HEAD: dict[Stage, Head] = {"cnn": "cnn", "lstm": "lstm", "fusion": "fused"}
+
+
+@dataclass
+class FrameFeatures:
+    """One split's per-frame CNN outputs, computed once the CNN is trained: PCA-reduced
+    features (n, d) and CNN logits (n, L), looked up by FrameIndex row."""
+
+    position: np.ndarray  # row -> position in the tensors, -1 for rows not in the split
+    features: Tensor
+    logits: Tensor
+
+    def lookup(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        at = torch.from_numpy(self.position[rows.cpu().numpy()])
+        if (at < 0).any():
+            raise RuntimeError("a window holds a row outside its split's extracted frames")
+        return self.features[at], self.logits[at]
+
+
+class Hybrid(AUMethod):
+    """The hybrid network of Chu, De la Torre & Cohn, trained in the paper's three stages
+    within one ``fit``: the first ``cnn_epochs`` train the CNN on frames (Eq. 1, the
+    configured batch sampler, e.g. MOMU); then its features are extracted once, the PCA is
+    fitted on the training frames, and ``lstm_epochs`` train the LSTMs on windows with the
+    max-margin loss; the last ``fusion_epochs`` train the fusion network (Eq. 1) on the
+    frozen CNN's and LSTMs' scores. ``trainer.max_epochs`` must be their sum.
+
+    Each stage keeps the weights of its best validation epoch (the F1 of its own head), so
+    the final checkpoint holds the selected CNN, LSTMs and fusion; ``val/f1_mean`` is the
+    F1 of the current stage's head. Testing scores every head on whole test videos: frame
+    F1, accuracy and AUC, and event F1 (Ding et al.), in the format of Tables 1/2.
+
+    The data must be a :class:`au_lightning.data.SequenceDataModule`; the model tells it
+    to serve frames in the CNN stage and windows afterwards.
+
+    Args:
+        aus: the AUs to detect.
+        backbone: ``anet`` (the paper's) or a torchvision ResNet.
+        pretrained: ResNets only: ImageNet weights or a weights file.
+        in_size: the input side ANet is built for (the data's ``crop_size``; 176 in the paper).
+        cnn_epochs, lstm_epochs, fusion_epochs: epochs of each stage (0 skips a stage whose
+            weights come from ``init_from``).
+        init_from: a checkpoint of an earlier hybrid run whose trained stages (and PCA) are
+            loaded before fitting, e.g. its CNN, to train only the LSTMs and fusion.
+        cnn_optimizer, cnn_lr, cnn_momentum, cnn_weight_decay: stage 1 (Sec. 4.2: SGD, lr
+            1e-3, momentum 0.9, weight decay 5e-4).
+        pca_components, pca_energy: the PCA output size (1024 in the paper) and, if set,
+            the energy to preserve with the fewest components (at most ``pca_components``).
+        lstm_hidden, lstm_layers, lstm_dropout: 256 cells, 3 LSTMs, dropout 0.5 (Sec. 3.2).
+        margin: λ of the max-margin loss (0.5).
+        lstm_lr, lstm_momentum: RMSProp (Sec. 4.2: lr 1e-3, momentum 0.9; the paper's
+            "weight decay 0.97" reads as a learning-rate decay and is not applied).
+        fusion_hidden, fusion_lr: the fusion network's first layer width and Adam's rate
+            (not given in the paper).
+        thresholds: decision threshold on the CNN's and fusion's probabilities (the LSTMs'
+            tanh scores s are read as probabilities (s + 1) / 2).
+    """
+
+    def __init__(
+        self,
+        aus: str | list[int] = "bp4d",
+        backbone: Backbone = "anet",
+        pretrained: bool | str = False,
+        in_size: int = 176,
+        cnn_epochs: int = 4,
+        lstm_epochs: int = 4,
+        fusion_epochs: int = 2,
+        init_from: str | None = None,
+        cnn_optimizer: Literal["sgd", "adam"] = "sgd",
+        cnn_lr: float = 1e-3,
+        cnn_momentum: float = 0.9,
+        cnn_weight_decay: float = 5e-4,
+        pca_components: int = 1024,
+        pca_energy: float | None = None,
+        lstm_hidden: int = 256,
+        lstm_layers: int = 3,
+        lstm_dropout: float = 0.5,
+        margin: float = 0.5,
+        lstm_lr: float = 1e-3,
+        lstm_momentum: float = 0.9,
+        fusion_hidden: int = 64,
+        fusion_lr: float = 1e-3,
+        thresholds: float | list[float] = 0.5,
+    ) -> None:
+        super().__init__(aus, thresholds, False, cnn_lr, cnn_weight_decay, "none")
+        for name, value in (
+            ("cnn_epochs", cnn_epochs),
+            ("lstm_epochs", lstm_epochs),
+            ("fusion_epochs", fusion_epochs),
+        ):
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        if pca_energy is not None and not 0 < pca_energy <= 1:
+            raise ConfigError(f"pca_energy must be in (0, 1], got {pca_energy}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.net = HybridNet(
+            len(self.aus),
+            backbone,
+            pretrained,
+            in_size,
+            pca_components,
+            lstm_hidden,
+            lstm_layers,
+            lstm_dropout,
+            fusion_hidden,
+        )
+        self.epochs: dict[Stage, int] = dict(
+            zip(STAGES, (cnn_epochs, lstm_epochs, fusion_epochs), strict=True)
+        )
+        # which stages hold trained weights (saved with the checkpoint)
+        self.register_buffer("trained", torch.zeros(len(STAGES), dtype=torch.bool))
+        self.val_heads = nn.ModuleDict({h: AUDetectionMetrics(self.aus, thresholds) for h in HEADS})
+        self.test_heads = nn.ModuleDict(
+            {h: AUDetectionMetrics(self.aus, thresholds) for h in HEADS}
+        )
+        self._features: dict[Split, FrameFeatures] = {}
+        self._updated: set[Head] = set()
+        self._events: dict[Head, list[Tensor]] = {}
+        self._event_targets: list[Tensor] = []
+        self._event_videos: list[Tensor] = []
+        self._best: dict[Stage, tuple[float, dict[str, Tensor]]] = {}
+        self._pca_epoch: int | None = None
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def stage_of(self, epoch: int) -> Stage:
+        """The stage that trains in ``epoch``."""
+        if epoch < self.epochs["cnn"]:
+            return "cnn"
+        return "lstm" if epoch < self.epochs["cnn"] + self.epochs["lstm"] else "fusion"
+
+    def is_trained(self, stage: Stage) -> bool:
+        return bool(self.trained[STAGES.index(stage)])
+
+    @property
+    def stage(self) -> Stage:
+        return self.stage_of(self.trainer.current_epoch)
+
+    def _fitting(self) -> bool:
+        return self._trainer is not None and self.trainer.state.fn == "fit"
+
+    def sequence_input(self, stage: str) -> SequenceInput:
+        """What the :class:`SequenceDataModule` serves: frames while the CNN trains, windows
+        (whole videos for evaluation) otherwise."""
+        if self._fitting() and stage in ("train", "val"):
+            return "frames" if self.stage == "cnn" else "windows"
+        return "windows"
+
+    def final_head(self) -> Head:
+        """The head of the latest trained stage: what ``predict`` outputs."""
+        for stage in reversed(STAGES):
+            if self.is_trained(stage):
+                return STAGE_HEAD[stage]
+        return "cnn"
+
+    # -- Lightning hooks ----------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not isinstance(datamodule, SequenceDataModule):
+            raise ConfigError(
+                "the hybrid model needs data of class au_lightning.data.SequenceDataModule "
+                f"(frames and video windows), got {type(datamodule).__name__}"
+            )
+        if stage != "fit":
+            return
+        total = sum(self.epochs.values())
+        if self.trainer.max_epochs != total:
+            raise ConfigError(
+                f"trainer.max_epochs is {self.trainer.max_epochs}, but the hybrid stages take "
+                f"cnn_epochs + lstm_epochs + fusion_epochs = {total}; set them alike"
+            )
+
+    def on_fit_start(self) -> None:
+        # a resumed run keeps its own weights and does not need the file it started from
+        if self.hparams.init_from and self.trainer.ckpt_path is None:
+            self._load_stages(Path(self.hparams.init_from))
+        for stage in STAGES[1:]:
+            before = STAGES[STAGES.index(stage) - 1]
+            if self.epochs[stage] and not (self.epochs[before] or self.is_trained(before)):
+                raise ConfigError(
+                    f"the {stage} stage needs a trained {before} stage: set {before}_epochs "
+                    f"> 0, or init_from a run whose {before} stage is trained"
+                )
+        # the loaders change with the stage (frames, then windows)
+        self.trainer.reload_dataloaders_every_n_epochs = 1
+        self._features.clear()
+
+    def _load_stages(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"init_from: checkpoint not found: {path}")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("net.")}
+        try:
+            self.load_state_dict(state | {"trained": checkpoint["state_dict"]["trained"]}, False)
+        except (KeyError, RuntimeError) as err:
+            raise ConfigError(
+                f"init_from: {path} is not a checkpoint of a hybrid run with this model's "
+                f"backbone, AUs and sizes: {err}"
+            ) from err
+        logger.info(
+            "init_from %s: trained stages %s", path, [s for s in STAGES if self.is_trained(s)]
+        )
+
+    def on_train_epoch_start(self) -> None:
+        stage = self.stage
+        epoch = self.trainer.current_epoch
+        if stage == "lstm" and epoch == self.epochs["cnn"] and self._pca_epoch != epoch:
+            # the LSTM stage starts: features of the final CNN, PCA fitted on them
+            self._features.clear()
+            self._fit_pca()
+
+    def _fit_pca(self) -> None:
+        rows, features, _ = self._extract("train")
+        self.net.pca.fit(features.to(self.device), self.hparams.pca_energy)
+        self._pca_epoch = self.trainer.current_epoch
+        self._features.clear()
+        logger.info(
+            "PCA on %d training frames: %d components, %.1f%% energy",
+            len(rows),
+            int(self.net.pca.num_components),
+            100 * float(self.net.pca.explained_energy),
+        )
+
+    # -- features ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _extract(self, split: Split) -> tuple[np.ndarray, Tensor, Tensor]:
+        """The split's rows with the CNN's features and logits, on the evaluation transform."""
+        datamodule: SequenceDataModule = self.trainer.datamodule
+        _, rows = datamodule.split(split)
+        training = self.net.cnn.training
+        self.net.cnn.eval()
+        features, logits = [], []
+        for batch in datamodule.frame_loader(split):
+            f, z = self.net.cnn(batch["image"].to(self.device))
+            features.append(f)
+            logits.append(z.float())
+        self.net.cnn.train(training)
+        return rows, torch.cat(features), torch.cat(logits)
+
+    def frame_features(self, split: Split) -> FrameFeatures:
+        """The split's PCA-reduced features and CNN logits (extracted on first use)."""
+        if split not in self._features:
+            if not self.net.pca.fitted:
+                self._fit_pca()
+            rows, features, logits = self._extract(split)
+            index, _ = self.trainer.datamodule.split(split)
+            position = np.full(len(index), -1, dtype=np.int64)
+            position[rows] = np.arange(len(rows))
+            with torch.no_grad():
+                reduced = self.net.pca(features)
+            self._features[split] = FrameFeatures(position, reduced, logits)
+        return self._features[split]
+
+    def heads(self, split: Split, rows: Tensor) -> dict[Head, Tensor]:
+        """Every head's output (B, T, L) for windows of ``rows`` (B, T) of ``split``, from
+        the extracted features; the LSTMs in evaluation mode (no dropout)."""
+        features, cnn = self.frame_features(split).lookup(rows)
+        training = self.net.lstm.training
+        self.net.lstm.eval()
+        with torch.no_grad():
+            lstm = self.net.lstm(features)
+        self.net.lstm.train(training)
+        return {"cnn": cnn, "lstm": lstm, "fused": self.net.fusion(cnn, lstm)}
+
+    # -- training ----------------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        stage = self.stage
+        optimizer = self.optimizers()[STAGES.index(stage)]
+        if stage == "cnn":
+            loss = masked_bce(self.net.cnn(batch["image"])[1], batch["occurrence"])
+            size = len(batch["image"])
+        else:
+            target, mask = batch["occurrence"], batch["loss_mask"]
+            size = len(target)
+            if stage == "lstm":
+                features, _ = self.frame_features("train").lookup(batch["rows"])
+                scores = self.net.lstm(features)
+                loss = max_margin_loss(scores, target, self.hparams.margin, mask)
+            else:
+                fused = self.heads("train", batch["rows"])["fused"]
+                loss = masked_bce(fused[mask], target[mask])
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        self.trained[STAGES.index(stage)] = True
+        self.log(f"train/{stage}_loss", loss, prog_bar=True, on_epoch=True, batch_size=size)
+        return loss
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        cnn = self.net.cnn.parameters()
+        if hp.cnn_optimizer == "sgd":
+            cnn_opt: torch.optim.Optimizer = torch.optim.SGD(
+                cnn, lr=hp.cnn_lr, momentum=hp.cnn_momentum, weight_decay=hp.cnn_weight_decay
+            )
+        else:
+            cnn_opt = torch.optim.Adam(cnn, lr=hp.cnn_lr, weight_decay=hp.cnn_weight_decay)
+        lstm_opt = torch.optim.RMSprop(
+            self.net.lstm.parameters(), lr=hp.lstm_lr, momentum=hp.lstm_momentum
+        )
+        fusion_opt = torch.optim.Adam(self.net.fusion.parameters(), lr=hp.fusion_lr)
+        return [cnn_opt, lstm_opt, fusion_opt]
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    @staticmethod
+    def probabilities(head: Head, output: Tensor) -> Tensor:
+        """A head's output as per-AU probabilities: sigmoid of logits, (s + 1) / 2 of the
+        LSTMs' tanh scores."""
+        return (output + 1) / 2 if head == "lstm" else torch.sigmoid(output)
+
+    def _window_heads(self, batch: dict[str, Any], split: Split) -> dict[Head, Tensor]:
+        """The trained heads' probabilities (T, L) for one whole video (batch of 1)."""
+        outputs = self.heads(split, batch["rows"])
+        trained = {"cnn": True, "lstm": self.is_trained("lstm"), "fused": self.is_trained("fusion")}
+        if self._fitting():  # the stage in training is scored from its first epoch
+            trained[STAGE_HEAD[self.stage]] = True
+        return {h: self.probabilities(h, o[0].float()) for h, o in outputs.items() if trained[h]}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if "image" in batch:  # the CNN stage validates on frames
+            probs = {"cnn": torch.sigmoid(self.net.cnn(batch["image"])[1].float())}
+            target = batch["occurrence"]
+        else:
+            probs, target = self._window_heads(batch, "val"), batch["occurrence"][0]
+        for head, p in probs.items():
+            self.val_heads[head].update(p, target)
+            self._updated.add(head)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = {h: self.log_scores(self.val_heads[h], f"val/{h}") for h in sorted(self._updated)}
+        self._updated.clear()
+        if not self._fitting() or not scores:
+            return
+        stage = self.stage
+        f1 = scores[STAGE_HEAD[stage]]["f1_mean"]
+        self.log("val/f1_mean", f1, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        self._keep_best(stage, f1)
+
+    def _stage_module(self, stage: Stage) -> nn.Module:
+        return {"cnn": self.net.cnn, "lstm": self.net.lstm, "fusion": self.net.fusion}[stage]
+
+    def _keep_best(self, stage: Stage, f1: float) -> None:
+        """Remember the stage's best weights by its validation F1; at the stage's last epoch,
+        restore them (before the epoch's checkpoint is written)."""
+        best = self._best.get(stage)
+        if best is None or (not math.isnan(f1) and (math.isnan(best[0]) or f1 > best[0])):
+            state = {
+                k: v.detach().cpu().clone()
+                for k, v in self._stage_module(stage).state_dict().items()
+            }
+            self._best[stage] = (f1, state)
+        epoch = self.trainer.current_epoch
+        last = sum(self.epochs[s] for s in STAGES[: STAGES.index(stage) + 1]) - 1
+        if epoch == last:
+            f1_best, state = self._best[stage]
+            self._stage_module(stage).load_state_dict(state)
+            logger.info("%s stage: kept the weights of validation F1 %.3f", stage, f1_best)
+            if stage == "cnn":  # features of the CNN's last epoch are stale now
+                self._features.clear()
+
+    def on_test_start(self) -> None:
+        self._features.clear()
+        self._events = {h: [] for h in HEADS}
+        self._event_targets, self._event_videos = [], []
+
+    def on_predict_start(self) -> None:
+        self._features.clear()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        probs, target = self._window_heads(batch, "test"), batch["occurrence"][0]
+        thresholds = self.test_heads["cnn"].thresholds
+        for head, p in probs.items():
+            self.test_heads[head].update(p, target)
+            self._events[head].append((p > thresholds).cpu())
+        self._event_targets.append(target.cpu())
+        self._event_videos.append(torch.full((len(target),), batch_idx))
+
+    def on_test_epoch_end(self) -> None:
+        target = torch.cat(self._event_targets)
+        videos = torch.cat(self._event_videos)
+        scores: dict[str, float] = {}
+        for head in HEADS:
+            if not self._events[head]:
+                continue
+            frame = self.log_scores(self.test_heads[head], f"test/{head}")
+            events = event_scores(torch.cat(self._events[head]), target, videos, self.aus)
+            self.log_dict({f"test/{head}/{k}": v for k, v in events.items()})
+            scores |= {f"{head}/{k}": v for k, v in (frame | events).items()}
+        final = self.final_head()
+        self.log("test/f1_mean", scores[f"{final}/f1_mean"])
+        if self.trainer.is_global_zero:
+            reports.write_table(hybrid_table(scores, self.aus), self.run_dir, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        head = self.final_head()
+        probs = self._window_heads(batch, "test")[head]
+        return {"probs": probs, "index": batch["rows"][0]}
+
+    def write_cv_report(
+        self,
+        per_fold: Mapping[str, Mapping[str, float]],
+        run_dirs: Mapping[str, Path],
+        directory: Path,
+    ) -> Path:
+        """The mean over folds of every head's frame and event F1, as in Tables 1/2."""
+        mean = mean_over_folds(list(per_fold.values()))
+        md, *_ = reports.write_table(hybrid_table(mean, self.aus), directory, "cv")
+        return md
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The CNN's per-AU logits (B, L) of independent images (B, 3, H, W): the spatial
+        detector, whose output units Sec. 6 visualizes. The temporal heads need a whole
+        video in frame order: ``self.net(frames)``."""
+        return self.net.cnn(images)[1]

@@ -1,0 +1,212 @@
+"""The hybrid plugin (Chu, De la Torre & Cohn): max-margin loss, PCA, the three networks and
+the staged fit on SynthAU windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from au_hybrid import FusionNet, Hybrid, SpatialCNN, TemporalLSTM, hybrid_table
+from au_lightning import max_margin_loss
+from au_lightning.cli import main
+from au_lightning.nn import PCA, ANet
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = [
+    "--data.init_args.synth={subjects: 6, videos: 2, frames: 16, size: 32, workers: 1}",
+    "--data.image_size=32",
+    "--data.crop_size=28",
+    "--data.batch_size=16",
+    "--data.window=8",
+    "--data.stride=4",
+    "--data.burn_in=2",
+    "--data.sequences_per_batch=4",
+    "--model.backbone=resnet18",
+    "--model.pca_components=16",
+    "--model.lstm_hidden=8",
+    "--model.fusion_hidden=8",
+    "--model.cnn_optimizer=adam",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.default_root_dir=runs",
+]
+
+
+# -- the max-margin loss (Sec. 3.2) ----------------------------------------------------------
+
+
+def test_max_margin_loss_and_gradient_by_hand() -> None:
+    # frame 1: y = (+1, -1, 0); frame 2: y = (-1, 0, 0) -> n0 = 2 and 1
+    target = torch.tensor([[1, 0, -1], [0, -1, -1]])
+    scores = torch.tensor([[0.2, -0.9, 0.7], [0.6, 0.1, -0.3]], requires_grad=True)
+    loss = max_margin_loss(scores, target, margin=0.5)
+    # frame 1: max(0, .5 - .2) + max(0, .5 - .9) = .3, / 2; frame 2: max(0, .5 + .6) = 1.1
+    assert loss.item() == pytest.approx((0.3 / 2 + 1.1) / 2)
+    loss.backward()
+    # dL/dŷ_i = -y_i / n0 where y_i ŷ_i < λ, else 0; averaged over the 2 frames
+    expected = torch.tensor([[-1 / 2, 0.0, 0.0], [1.0, 0.0, 0.0]]) / 2
+    torch.testing.assert_close(scores.grad, expected)
+
+
+def test_max_margin_loss_ignores_missing_labels_and_masked_frames() -> None:
+    torch.manual_seed(0)
+    target = torch.randint(-1, 2, (4, 6, 5))
+    target[0, 0] = -1  # a frame with no known label
+    scores = torch.rand(4, 6, 5) * 2 - 1
+    mask = torch.rand(4, 6) > 0.3
+    loss = max_margin_loss(scores, target, 0.5, mask)
+    # anything at a missing label or a masked frame changes nothing
+    moved = scores.clone()
+    moved[target == -1] = torch.rand(int((target == -1).sum())) * 2 - 1
+    moved[~mask] = 0.123
+    assert max_margin_loss(moved, target, 0.5, mask).item() == pytest.approx(loss.item())
+    scores.requires_grad_(True)
+    max_margin_loss(scores, target, 0.5, mask).backward()
+    assert (scores.grad[target == -1] == 0).all() and (scores.grad[~mask] == 0).all()
+    # the mean is over counted frames with a known label: the all-unknown frame is not one
+    counted = mask & (target >= 0).any(-1)
+    y = torch.where(target == 1, 1.0, -1.0).where(target >= 0, 0.0)
+    per_frame = ((0.5 - y * scores.detach()).clamp(min=0) * (y != 0)).sum(-1) / (y != 0).sum(-1)
+    assert loss.item() == pytest.approx(per_frame[counted].mean().item())
+    nothing = torch.full((2, 3), -1)
+    assert max_margin_loss(torch.zeros(2, 3), nothing).item() == 0.0
+
+
+# -- PCA (Sec. 3.2, "Practical issues") ------------------------------------------------------
+
+
+def test_pca_keeps_the_stated_energy_with_the_fewest_components() -> None:
+    torch.manual_seed(0)
+    features = torch.randn(300, 40) * torch.linspace(3, 0.1, 40)  # decaying variances
+    centred = (features - features.mean(0)).double().numpy()
+    eigen = np.sort(np.linalg.eigvalsh(centred.T @ centred))[::-1]
+    energy = np.cumsum(eigen) / eigen.sum()
+    for target in (0.5, 0.9, 0.98):
+        pca = PCA(40, 30).fit(features, energy=target)
+        k = int(pca.num_components)
+        assert energy[k - 1] >= target > (energy[k - 2] if k > 1 else 0)
+        assert float(pca.explained_energy) == pytest.approx(energy[k - 1], rel=1e-6)
+        out = pca(features)
+        assert out.shape == (300, 30) and (out[:, k:] == 0).all()
+    # without a target: max_components, and the projection is sklearn's up to sign
+    sklearn = pytest.importorskip("sklearn.decomposition")
+    ours = PCA(40, 10).fit(features)(features).double().numpy()
+    theirs = sklearn.PCA(10).fit_transform(features.double().numpy())
+    np.testing.assert_allclose(np.abs(ours), np.abs(theirs), atol=1e-4)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PCA(40, 10)(features)
+
+
+def test_pca_keeps_no_more_components_than_the_data_rank() -> None:
+    features = torch.randn(5, 20)
+    pca = PCA(20, 16).fit(features)
+    assert int(pca.num_components) == 4  # 5 centred points span 4 dimensions
+    assert float(pca.explained_energy) == pytest.approx(1.0)
+
+
+# -- the networks ----------------------------------------------------------------------------
+
+
+def test_anet_cnn_gives_normalized_fc7_and_the_logits_of_anet() -> None:
+    torch.manual_seed(0)
+    cnn = SpatialCNN(3, "anet", in_size=64).eval()
+    anet = ANet(3, in_size=64).eval()
+    anet.load_state_dict(
+        {
+            **{f"conv.{k}": v for k, v in cnn.body[0].state_dict().items()},
+            **{f"fc.{k}": v for k, v in cnn.body[3].state_dict().items()},
+            **{f"classifier.{k}": v for k, v in cnn.head.state_dict().items()},
+        }
+    )
+    images = torch.randn(2, 3, 64, 64)
+    features, logits = cnn(images)
+    torch.testing.assert_close(logits, anet(images))
+    torch.testing.assert_close(features, anet.features(images, normalize=True))
+    assert features.shape == (2, 4096)
+
+
+def test_lstm_is_initialised_in_the_paper_range_bounded_and_causal() -> None:
+    torch.manual_seed(0)
+    lstm = TemporalLSTM(10, 4, hidden=16, layers=3).eval()
+    assert all(p.abs().max() <= 0.08 for p in lstm.parameters())
+    assert lstm.lstm.num_layers == 3 and lstm.lstm.dropout == 0.5
+    x = torch.randn(2, 12, 10) * 10
+    out = lstm(x)
+    assert out.shape == (2, 12, 4) and out.abs().max() <= 1
+    changed = x.clone()
+    changed[:, 7:] = torch.randn(2, 5, 10)
+    # a frame's score depends on the frames up to it, not on later ones
+    torch.testing.assert_close(lstm(changed)[:, :7], out[:, :7])
+    assert not torch.allclose(lstm(changed)[:, 7:], out[:, 7:])
+
+
+def test_fusion_sees_l2_normalised_scores() -> None:
+    torch.manual_seed(0)
+    fusion = FusionNet(4, hidden=8)
+    spatial, temporal = torch.randn(3, 4), torch.rand(3, 4) * 2 - 1
+    out = fusion(spatial, temporal)
+    torch.testing.assert_close(fusion(spatial * 7.5, temporal * 0.2), out)
+    assert not torch.allclose(fusion(spatial, -temporal), out)
+
+
+def test_table_has_the_paper_columns_for_the_trained_heads() -> None:
+    scores = {"cnn/f1_mean": 0.5, "cnn/f1_AU1": 0.25, "cnn/event_f1_AU1": 0.125}
+    scores |= {"fused/f1_mean": 0.6, "fused/f1_AU1": 0.75}
+    rows = hybrid_table(scores, [1])
+    assert rows[0] == ["AU", "F1-frame ANet", "F1-frame Ours", "F1-event ANet"] + [
+        "F1-event Ours",
+        "AUC ANet",
+        "AUC Ours",
+    ]
+    assert rows[1][:4] == ["1", "25.0", "75.0", "12.5"] and rows[2][:3] == ["Avg", "50.0", "60.0"]
+
+
+# -- the staged fit ---------------------------------------------------------------------------
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_config_trains_the_three_stages_and_tests_every_head(workdir: Path) -> None:
+    args = ["--config", str(CONFIGS / "hybrid.yaml"), *TINY]
+    stages = ["--model.cnn_epochs=1", "--model.lstm_epochs=1", "--model.fusion_epochs=1"]
+    main(["fit", *args, *stages, "--trainer.max_epochs=3"])
+    (last,) = workdir.rglob("last.ckpt")
+    state = _state(last)
+    assert state["trained"].tolist() == [True, True, True]
+    assert int(state["net.pca.num_components"]) == 16
+    metrics = (last.parents[1] / "metrics.csv").read_text()
+    for key in ("val/cnn/f1_mean", "val/lstm/f1_mean", "val/fused/f1_mean", "train/lstm_loss_epoch"):
+        assert key in metrics
+    main(["test", *args, f"--ckpt_path={last}"])
+    (table,) = workdir.rglob("test_results.md")
+    text = table.read_text()
+    for column in ("F1-frame ANet", "F1-frame LSTM", "F1-frame Ours", "F1-event Ours"):
+        assert column in text
+    assert "| Avg |" in text
+
+    # stage reuse: the CNN (and PCA) of that run, only the LSTMs and fusion trained
+    reuse = ["--model.cnn_epochs=0", "--model.lstm_epochs=1", "--model.fusion_epochs=0"]
+    root = "--trainer.default_root_dir=reuse"
+    main(["fit", *args, *reuse, "--trainer.max_epochs=1", f"--model.init_from={last}", root])
+    (again,) = (workdir / "reuse").rglob("last.ckpt")
+    new = _state(again)
+    for key in state:
+        if key.startswith("net.cnn."):
+            torch.testing.assert_close(new[key], state[key])
+    assert not torch.equal(new["net.lstm.out.weight"], state["net.lstm.out.weight"])
+
+
+def test_stage_errors_name_the_options(workdir: Path) -> None:
+    args = ["--config", str(CONFIGS / "hybrid.yaml"), *TINY]
+    with pytest.raises(SystemExit, match="cnn_epochs \\+ lstm_epochs \\+ fusion_epochs = 3"):
+        main(["fit", *args, "--model.cnn_epochs=1", "--model.lstm_epochs=1",
+              "--model.fusion_epochs=1", "--trainer.max_epochs=2"])  # fmt: skip
+    with pytest.raises(SystemExit, match="the fusion stage needs a trained lstm stage"):
+        main(["fit", *args, "--model.cnn_epochs=1", "--model.lstm_epochs=0",
+              "--model.fusion_epochs=1", "--trainer.max_epochs=2"])  # fmt: skip
+    with pytest.raises(SystemExit, match="needs data of class"):
+        main(["fit", *args[:2], "--data=au_lightning.data.AUDataModule"])
+    assert isinstance(Hybrid(cnn_epochs=0, backbone="resnet18", pca_components=8), Hybrid)
