@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable
 
 import torch
-from au_renet import RelationEmbeddedResNet
 from torch import Tensor
+
+from au_renet import RelationEmbeddedResNet
 
 
 def images_per_second(run: Callable[[Tensor], Tensor], images: Tensor, repeats: int) -> float:

@@ -18,11 +18,11 @@ import argparse
 
 import numpy as np
 import torch
-from au_renet import RENet
 from torchmetrics.functional.classification import multilabel_auroc
 
 from au_baseline import Baseline
 from au_lightning.data import AUDataModule, FrameDataset
+from au_renet import RENet
 
 SYNTH = {"subjects": 12, "videos": 4, "frames": 120, "size": 112, "seed": 0}
 

@@ -11,6 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.nn import functional as F
+
+from au_lightning import ConfigError
+from au_lightning.cli import main
 from au_renet import (
     AURelationGraph,
     AUSpecificBatchNorm,
@@ -21,11 +26,6 @@ from au_renet import (
     label_correlation,
     mix_parameters,
 )
-from torch import nn
-from torch.nn import functional as F
-
-from au_lightning import ConfigError
-from au_lightning.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = [
