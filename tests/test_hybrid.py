@@ -4,6 +4,7 @@ the staged fit on SynthAU windows."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -196,6 +197,23 @@ def test_config_trains_the_three_stages_and_tests_every_head(workdir: Path) -> N
         if key.startswith("net.cnn."):
             torch.testing.assert_close(new[key], state[key])
     assert not torch.equal(new["net.lstm.out.weight"], state["net.lstm.out.weight"])
+    other = ["--model.pca_components=8", f"--model.init_from={last}", "--trainer.max_epochs=1"]
+    with pytest.raises(SystemExit, match="not a checkpoint of a hybrid run with this model"):
+        main(["fit", *args, *reuse, *other, "--trainer.default_root_dir=other"])
+
+
+def test_each_stage_ends_with_the_weights_of_its_best_validation_epoch() -> None:
+    model = Hybrid(aus=[1, 2], backbone="resnet18", pca_components=8, cnn_epochs=3)
+    trainer = SimpleNamespace(current_epoch=0)
+    model._trainer = trainer  # _keep_best reads only the epoch
+    snapshots = []
+    for epoch, f1 in enumerate([0.2, 0.5, 0.1]):
+        trainer.current_epoch = epoch
+        with torch.no_grad():
+            model.net.cnn.head.linear.weight.fill_(float(epoch))
+        snapshots.append(model.net.cnn.head.linear.weight.clone())
+        model._keep_best("cnn", f1)
+    torch.testing.assert_close(model.net.cnn.head.linear.weight, snapshots[1])
 
 
 def test_stage_errors_name_the_options(workdir: Path) -> None:

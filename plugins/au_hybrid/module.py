@@ -222,20 +222,23 @@ class Hybrid(AUMethod):
         self._features.clear()
 
     def _load_stages(self, path: Path) -> None:
+        """Load the network (CNN, PCA, LSTMs, fusion) and trained stages of a hybrid run."""
         if not path.is_file():
             raise FileNotFoundError(f"init_from: checkpoint not found: {path}")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("net.")}
-        try:
-            self.load_state_dict(state | {"trained": checkpoint["state_dict"]["trained"]}, False)
-        except (KeyError, RuntimeError) as err:
+        state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
+        wanted = {k for k in self.state_dict() if k.startswith("net.")} | {"trained"}
+        given = {k: v for k, v in state.items() if k in wanted}
+        mine = self.state_dict()
+        missing = sorted(wanted - given.keys())
+        wrong = sorted(k for k in given if given[k].shape != mine[k].shape)
+        if missing or wrong:
             raise ConfigError(
                 f"init_from: {path} is not a checkpoint of a hybrid run with this model's "
-                f"backbone, AUs and sizes: {err}"
-            ) from err
-        logger.info(
-            "init_from %s: trained stages %s", path, [s for s in STAGES if self.is_trained(s)]
-        )
+                f"backbone, AUs and sizes (missing {missing[:3]}, other shapes {wrong[:3]})"
+            )
+        self.load_state_dict(given, strict=False)
+        trained = [s for s in STAGES if self.is_trained(s)]
+        logger.info("init_from %s: trained stages %s", path, trained)
 
     def on_train_epoch_start(self) -> None:
         stage = self.stage
@@ -384,7 +387,8 @@ class Hybrid(AUMethod):
         """Remember the stage's best weights by its validation F1; at the stage's last epoch,
         restore them (before the epoch's checkpoint is written)."""
         best = self._best.get(stage)
-        if best is None or (not math.isnan(f1) and (math.isnan(best[0]) or f1 > best[0])):
+        # ties go to the later epoch (F1 is often 0 for every early epoch of a skewed AU set)
+        if best is None or (not math.isnan(f1) and (math.isnan(best[0]) or f1 >= best[0])):
             state = {
                 k: v.detach().cpu().clone()
                 for k, v in self._stage_module(stage).state_dict().items()
