@@ -1,25 +1,28 @@
-"""Chu, De la Torre & Cohn on SynthAU: ANet vs the LSTMs vs the fused hybrid network, with
-frame and event F1 (Tables 1/2), the HOG + linear SVM and cross-dataset ANet^T rows, random
+"""Chu, De la Torre & Cohn on SynthAU: the CNN vs the LSTMs vs the fused hybrid network, with
+frame and event F1 (Tables 1/2), the HOG + linear SVM and cross-dataset CNN^T rows, random
 vs stratified vs MOMU sampling (Tables 3/4), and the subject-invariance analysis (Fig. 3/4).
 
     python bench/hybrid_study.py --out docs/results/hybrid.md   # trains the runs, the tables
     python bench/hybrid_study.py --no-train                     # the tables of existing runs
 
 Every hybrid run is ``configs/hybrid.yaml`` (SynthAU in the BP4D layout, published fold
-``--fold``, ANet at 96 px) with stages of ``--epochs`` (6 + 4 + 2), the options of ``--extra``
-(by default Adam at 1e-3 for the CNN instead of the paper's SGD at 1e-3, under which ANet
-stays at chance within this CPU budget) and the CNN stage's sampler of its variant; its last
-checkpoint (each stage at its best validation
-epoch) is tested on whole test videos. ``anet-T`` trains only the CNN stage on another
-SynthAU dataset (the DISFA layout, other subjects: seed 1) with DISFA's AUs; its fc7 features
-and HOG features of the fold's frames each train one linear SVM per AU (Sec. 4.4). Runs go to
-``<runs>/<variant>``. Needs the extra ``hybrid`` (scikit-image, scikit-learn).
+``--fold``, 96-px crops) with stages of ``--epochs`` (6 + 4 + 2), the options of ``--extra``
+(by default Adam at 1e-3 for the CNN instead of the paper's SGD at 1e-3) and those of its
+variant: ``anet`` is the paper's CNN; ANet stays at chance in this CPU budget, so the other
+variants use a ResNet-18 (PCA to 512, its feature size), with the CNN stage's sampler
+random, stratified (Alg. 1) or MOMU (Alg. 2). The last checkpoint (each stage at its best
+validation epoch) is tested on whole test videos. ``resnet18-T`` trains only the CNN stage
+on another SynthAU dataset (the DISFA layout, other subjects: seed 1) with DISFA's AUs; its
+features, and HOG features, of the fold's frames each train one linear SVM per AU (Sec.
+4.4). Runs go to ``<runs>/<variant>``. Needs the extra ``hybrid`` (scikit-image,
+scikit-learn).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +30,23 @@ import torch
 import yaml
 
 from au_hybrid import Hybrid, event_scores, hybrid_table
-from au_hybrid.analysis import subject_divergence, tsne_figure
+from au_hybrid.analysis import format_fig4, subject_divergence, tsne_figure
 from au_hybrid.svm import LinearSVMDetector, hog_features
 from au_lightning import AUDetectionMetrics
 from au_lightning.cli import main
 from au_lightning.data import FrameDataset, SequenceDataModule, resolve_aus
 
-SAMPLERS = {"random": "RS", "stratified": "MS", "momu": "MOMU"}
+RESNET18 = ["--model.backbone=resnet18", "--model.pca_components=512"]
+#: variant -> (the CNN stage's sampler, options): ANet, the paper's CNN, which stays at
+#: chance in this budget, and ResNet-18 with each sampler of Sec. 5
+VARIANTS = {
+    "anet": ("random", []),
+    "resnet18": ("random", RESNET18),
+    "resnet18-stratified": ("stratified", RESNET18),
+    "resnet18-momu": ("momu", RESNET18),
+}
+#: the sampler comparison (Tables 3/4): column name -> variant
+SAMPLERS = {"RS": "resnet18", "MS": "resnet18-stratified", "MOMU": "resnet18-momu"}
 OTHER_DATASET = [
     "--data.dataset=disfa",
     "--data.init_args.synth={subjects: 12, videos: 4, frames: 120, size: 112, seed: 1}",
@@ -55,17 +68,18 @@ def stages(cnn: int, lstm: int, fusion: int) -> list[str]:
     return [*options, f"--trainer.max_epochs={cnn + lstm + fusion}"]
 
 
-def run_hybrid(sampler: str, args: argparse.Namespace) -> None:
+def run_hybrid(variant: str, args: argparse.Namespace) -> None:
+    sampler, extra = VARIANTS[variant]
     fold = [f"--data.fold={args.fold}", f"--data.sampler={sampler}", *stages(*args.epochs)]
-    opts = options(args.runs / sampler, args, fold)
+    opts = options(args.runs / variant, args, [*fold, *extra])
     main(["fit", *opts])
     main(["test", *opts, "--ckpt_path=last"])
 
 
 def run_cross(args: argparse.Namespace) -> None:
-    """The CNN stage alone on the other dataset (its fold part1)."""
-    cnn = [*OTHER_DATASET, *stages(args.epochs[0], 0, 0), "--data.fold=part1"]
-    main(["fit", *options(args.runs / "anet-T", args, cnn)])
+    """The ResNet-18 CNN stage alone on the other dataset (its fold part1)."""
+    cnn = [*OTHER_DATASET, *RESNET18, *stages(args.epochs[0], 0, 0), "--data.fold=part1"]
+    main(["fit", *options(args.runs / "resnet18-T", args, cnn)])
 
 
 def newest(directory: Path, pattern: str) -> Path:
@@ -79,7 +93,7 @@ def read_scores(directory: Path) -> dict[str, float]:
     """The newest test table of a hybrid run, back in ``<head>/<metric>_<AU>`` keys."""
     with open(newest(directory, "test_results.csv")) as f:
         rows = list(csv.DictReader(f))
-    names = {"ANet": "cnn", "LSTM": "lstm", "Ours": "fused"}
+    names = {"ANet": "cnn", "LSTM": "lstm", "Ours": "fused"}  # hybrid_table's column names
     metrics = {"F1-frame": "f1", "F1-event": "event_f1", "AUC": "auc"}
     scores = {}
     for row in rows:
@@ -134,7 +148,7 @@ def svm_scores(
 
 
 def comparison_rows(args: argparse.Namespace) -> tuple[dict[str, float], list[list[str]]]:
-    """SVM (HOG) and ANet^T rows, and the subject divergence of HOG and fc7 features."""
+    """SVM (HOG) and CNN^T rows, and the subject divergence of HOG and CNN features."""
     data = fold_data(args)
     rows, images = {}, {}
     for split in ("train", "test"):
@@ -142,22 +156,24 @@ def comparison_rows(args: argparse.Namespace) -> tuple[dict[str, float], list[li
     hog = {s: hog_features(as_uint8(images[s], data)) for s in images}
     scores = {f"svm/{k}": v for k, v in svm_scores(hog["train"], hog["test"], data, rows).items()}
     features = {"HOG": hog["test"]}
-    cross = args.runs / "anet-T"
+    cross = args.runs / "resnet18-T"
     if cross.exists():
         ckpt = newest(cross, "last.ckpt")
         fc7_t = {s: fc7(ckpt, images[s]) for s in images}
         cross_scores = svm_scores(fc7_t["train"], fc7_t["test"], data, rows)
-        scores |= {f"anet_t/{k}": v for k, v in cross_scores.items()}
-        features["fc7 (ANet^T)"] = fc7_t["test"]
-    if (args.runs / "random").exists():
-        features["fc7 (ANet)"] = fc7(newest(args.runs / "random", "last.ckpt"), images["test"])
+        scores |= {f"cnn_t/{k}": v for k, v in cross_scores.items()}
+        features["ResNet-18^T"] = fc7_t["test"]
+    for variant, name in (("resnet18", "ResNet-18"), ("anet", "ANet fc7")):
+        if (args.runs / variant).exists():
+            ckpt = newest(args.runs / variant, "last.ckpt")
+            features[name] = fc7(ckpt, images["test"])
     subjects = data.test_index.subject[rows["test"]]
-    divergence = [["Feature", "Σ_q D(μ_p, μ_q), mean ± std over test subjects"]]
+    divergence = [["Feature", "Σ_q D(μ_p, μ_q): mean ± std over test subjects", "log(d·1e6)"]]
     au12 = data.test_index.occurrence[rows["test"], data.aus.index(12)]
     for name, feature in features.items():
         result = subject_divergence(feature, subjects)
-        divergence.append([name, f"{result.mean:.4f} ± {result.std:.4f}"])
-        stem = name.split(" ")[0].lower() + ("_t" if "^T" in name else "")
+        divergence.append([name, f"{result.mean:.2e} ± {result.std:.1e}", format_fig4(result)])
+        stem = name.split(" ")[0].lower().replace("-", "").replace("^t", "_t")
         tsne_figure(feature, au12, subjects, args.images / f"hybrid_tsne_{stem}.png")
     return scores, divergence
 
@@ -172,39 +188,48 @@ def percent(value: float | None) -> str:
     return "" if value is None or np.isnan(value) else f"{100 * value:.1f}"
 
 
+def rows_by_au(aus: list[int], cells: Callable[[str], list[str]]) -> list[list[str]]:
+    """One row per AU and an ``Avg`` row, the cells of each from its key suffix."""
+    keys = [*(f"AU{a}" for a in aus), "mean"]
+    return [[k.removeprefix("AU") if k != "mean" else "Avg", *cells(k)] for k in keys]
+
+
 def markdown(args: argparse.Namespace, comparison: tuple[dict[str, float], list] | None) -> str:
-    runs = {s: read_scores(args.runs / s) for s in SAMPLERS if (args.runs / s).exists()}
+    tested = [v for v in VARIANTS if any((args.runs / v).rglob("test_results.csv"))]
+    runs = {v: read_scores(args.runs / v) for v in tested}
     aus = config_aus()
+    extra, divergence = comparison or ({}, [])
     lines: list[str] = []
-    if "random" in runs:
-        lines += ["Tables 1/2 format, random sampling: F1 (x100) per AU.", ""]
-        extra, _ = comparison or ({}, [])
-        heads = [("svm", "SVM (HOG)"), ("anet_t", "ANet^T"), ("cnn", "ANet"), ("lstm", "LSTM"),
+    for variant, cnn in (("anet", "ANet"), ("resnet18", "ResNet-18")):
+        if variant not in runs:
+            continue
+        lines += [f"Tables 1/2 format, {cnn}, random sampling: F1 (x100) per AU.", ""]
+        heads = [("svm", "SVM (HOG)"), ("cnn_t", "ResNet-18^T"), ("cnn", cnn), ("lstm", "LSTM"),
                  ("fused", "Ours")]  # fmt: skip
-        scores = runs["random"] | extra
+        scores = runs[variant] | extra
         heads = [(h, n) for h, n in heads if f"{h}/f1_mean" in scores]
-        rows = [["AU", *(f"F1-frame {n}" for _, n in heads), *(f"F1-event {n}" for _, n in heads)]]
-        for au in [*aus, "mean"]:
-            key = au if au == "mean" else f"AU{au}"
-            frame = [percent(scores.get(f"{h}/f1_{key}")) for h, _ in heads]
-            event = [percent(scores.get(f"{h}/event_f1_{key}")) for h, _ in heads]
-            rows.append(["Avg" if au == "mean" else str(au), *frame, *event])
-        lines += table(rows)
-        lines += ["", "Every head of the random-sampling run (F1-frame, F1-event, AUC):", ""]
-        lines += table(hybrid_table(runs["random"], aus))
-    if len(runs) > 1:
-        lines += ["", "Tables 3/4 format: F1 (x100) per AU of each sampler (the CNN stage's).", ""]
-        names = [SAMPLERS[s] for s in runs]
-        for head, title in (("cnn", "ANet"), ("fused", "Ours (fused)")):
-            rows = [["AU", *(f"{title} {n}" for n in names)]]
-            for au in [*aus, "mean"]:
-                key = au if au == "mean" else f"AU{au}"
-                f1 = [percent(r.get(f"{head}/f1_{key}")) for r in runs.values()]
-                rows.append(["Avg" if au == "mean" else str(au), *f1])
-            lines += [*table(rows), ""]
-    if comparison:
+        header = [*(f"F1-frame {n}" for _, n in heads), *(f"F1-event {n}" for _, n in heads)]
+        rows = rows_by_au(
+            aus,
+            lambda k, s=scores, hs=heads: [
+                percent(s.get(f"{h}/{m}_{k}")) for m in ("f1", "event_f1") for h, _ in hs
+            ],
+        )
+        lines += [*table([["AU", *header], *rows]), ""]
+        lines += [f"Every head of that run (F1-frame, F1-event, AUC; the CNN is {cnn}):", ""]
+        lines += [*table(hybrid_table(runs[variant], aus)), ""]
+    samplers = {name: runs[v] for name, v in SAMPLERS.items() if v in runs}
+    if len(samplers) > 1:
+        lines += ["Tables 3/4 format: F1 (x100) per AU with each sampler in the CNN stage.", ""]
+        for head, title in (("cnn", "ResNet-18"), ("fused", "Ours")):
+            header = ["AU", *(f"{title} {n}" for n in samplers)]
+            rows = rows_by_au(
+                aus, lambda k, h=head: [percent(r.get(f"{h}/f1_{k}")) for r in samplers.values()]
+            )
+            lines += [*table([header, *rows]), ""]
+    if divergence:
         lines += ["Subject divergence of test features (Eq. 2, Fig. 4's statistic):", ""]
-        lines += table(comparison[1])
+        lines += table(divergence)
     return "\n".join(lines) + "\n"
 
 
@@ -227,14 +252,14 @@ def main_study() -> None:
     parser.add_argument(
         "--epochs", type=int, nargs=3, default=[6, 4, 2], help="CNN, LSTM and fusion epochs"
     )
-    choices = [*SAMPLERS, "anet-T"]
+    choices = [*VARIANTS, "resnet18-T"]
     parser.add_argument("--variants", nargs="+", default=choices, choices=choices)
     parser.add_argument("--no-train", action="store_true", help="only read existing runs")
     parser.add_argument("--no-comparison", action="store_true", help="skip SVM, JS, t-SNE")
     args = parser.parse_args()
     if not args.no_train:
         for variant in args.variants:
-            run_cross(args) if variant == "anet-T" else run_hybrid(variant, args)
+            run_cross(args) if variant == "resnet18-T" else run_hybrid(variant, args)
     args.images.mkdir(parents=True, exist_ok=True)
     comparison = None if args.no_comparison else comparison_rows(args)
     text = markdown(args, comparison)

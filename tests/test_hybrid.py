@@ -227,3 +227,17 @@ def test_stage_errors_name_the_options(workdir: Path) -> None:
     with pytest.raises(SystemExit, match="needs data of class"):
         main(["fit", *args[:2], "--data=au_lightning.data.AUDataModule"])
     assert isinstance(Hybrid(cnn_epochs=0, backbone="resnet18", pca_components=8), Hybrid)
+
+
+def test_cv_report_is_the_mean_over_folds_of_every_head(tmp_path: Path) -> None:
+    model = Hybrid(aus=[1, 2], backbone="resnet18", pca_components=8)
+    per_fold = {
+        "part1": {"cnn/f1_AU1": 0.2, "cnn/f1_mean": 0.3, "fused/f1_AU1": 0.4},
+        "part2": {"cnn/f1_AU1": 0.6, "cnn/f1_mean": 0.5, "fused/f1_AU1": 0.8},
+    }
+    per_fold["part1"]["fused/f1_mean"] = per_fold["part2"]["fused/f1_mean"] = 0.5
+    md = model.write_cv_report(per_fold, {}, tmp_path)
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("| AU | F1-frame ANet | F1-frame Ours |")
+    assert lines[2].startswith("| 1 | 40.0 | 60.0 |")
+    assert lines[-1].startswith("| Avg | 40.0 | 50.0 |")
