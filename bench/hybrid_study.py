@@ -6,7 +6,7 @@ vs stratified vs MOMU sampling (Tables 3/4), and the subject-invariance analysis
     python bench/hybrid_study.py --no-train                     # the tables of existing runs
 
 Every hybrid run is ``configs/hybrid.yaml`` (SynthAU in the BP4D layout, published fold
-``--fold``, 96-px crops) with stages of ``--epochs`` (6 + 4 + 2), the options of ``--extra``
+``--fold``, 96-px crops) with stages of ``--epochs`` (6 + 10 + 5), the options of ``--extra``
 (by default Adam at 1e-3 for the CNN instead of the paper's SGD at 1e-3) and those of its
 variant: ``anet`` is the paper's CNN; ANet stays at chance in this CPU budget, so the other
 variants use a ResNet-18 (PCA to 512, its feature size), with the CNN stage's sampler
@@ -70,7 +70,12 @@ def stages(cnn: int, lstm: int, fusion: int) -> list[str]:
 
 def run_hybrid(variant: str, args: argparse.Namespace) -> None:
     sampler, extra = VARIANTS[variant]
-    fold = [f"--data.fold={args.fold}", f"--data.sampler={sampler}", *stages(*args.epochs)]
+    if args.reuse_cnn:  # the CNN (stage 1) of the variant's newest run; stages 2-3 anew
+        cnn = newest(args.runs / variant, "last.ckpt")
+        extra = [*extra, *stages(0, *args.epochs[1:]), f"--model.init_from={cnn}"]
+    else:
+        extra = [*extra, *stages(*args.epochs)]
+    fold = [f"--data.fold={args.fold}", f"--data.sampler={sampler}"]
     opts = options(args.runs / variant, args, [*fold, *extra])
     main(["fit", *opts])
     main(["test", *opts, "--ckpt_path=last"])
@@ -250,7 +255,12 @@ def main_study() -> None:
         help="options of every run (give as --extra='--model.cnn_lr=...')",
     )
     parser.add_argument(
-        "--epochs", type=int, nargs=3, default=[6, 4, 2], help="CNN, LSTM and fusion epochs"
+        "--epochs", type=int, nargs=3, default=[6, 10, 5], help="CNN, LSTM and fusion epochs"
+    )
+    parser.add_argument(
+        "--reuse-cnn",
+        action="store_true",
+        help="train only the LSTM and fusion stages, on the CNN of each variant's newest run",
     )
     choices = [*VARIANTS, "resnet18-T"]
     parser.add_argument("--variants", nargs="+", default=choices, choices=choices)

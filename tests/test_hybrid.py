@@ -241,3 +241,29 @@ def test_cv_report_is_the_mean_over_folds_of_every_head(tmp_path: Path) -> None:
     assert lines[0].startswith("| AU | F1-frame ANet | F1-frame Ours |")
     assert lines[2].startswith("| 1 | 40.0 | 60.0 |")
     assert lines[-1].startswith("| Avg | 40.0 | 50.0 |")
+
+
+def test_the_configured_lstm_optimizer_learns_a_separable_sequence_task() -> None:
+    """RMSProp as configured (Sec. 4.2 read for Caffe: decay 0.9, no momentum) fits labels
+    that a feature's sign gives, with the max-margin loss."""
+    torch.manual_seed(0)
+    model = Hybrid(aus=[1], backbone="resnet18", pca_components=16, lstm_hidden=64)
+    model.net.lstm = TemporalLSTM(16, 1, hidden=64, layers=3, dropout=0.0)
+    optimizer = model.configure_optimizers()[1]
+    assert optimizer.defaults["momentum"] == 0 and optimizer.defaults["alpha"] == 0.9
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(8, 24, 16)
+        return x, (x[..., :1] > 0.8).long()
+
+    for _ in range(150):
+        x, y = batch()
+        loss = max_margin_loss(model.net.lstm(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    x, y = batch()
+    with torch.no_grad():
+        scores = model.net.lstm.eval()(x)
+    positive, negative = scores[y == 1], scores[y == 0]
+    assert (positive[:, None] > negative[None, :]).float().mean() > 0.8  # AUC

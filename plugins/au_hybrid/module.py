@@ -81,8 +81,12 @@ class Hybrid(AUMethod):
             the energy to preserve with the fewest components (at most ``pca_components``).
         lstm_hidden, lstm_layers, lstm_dropout: 256 cells, 3 LSTMs, dropout 0.5 (Sec. 3.2).
         margin: λ of the max-margin loss (0.5).
-        lstm_lr, lstm_momentum: RMSProp (Sec. 4.2: lr 1e-3, momentum 0.9; the paper's
-            "weight decay 0.97" reads as a learning-rate decay and is not applied).
+        lstm_lr, lstm_rms_decay: RMSProp (Sec. 4.2: "learning rate of 1e-3, momentum of 0.9
+            ... and RMSProp"). The paper used Caffe, whose RMSProp solver refuses momentum; its
+            0.9 is read as RMSProp's decay of the squared-gradient average (PyTorch's
+            ``alpha``), with no momentum. (RMSProp with momentum 0.9 at 1e-3 does not learn
+            even a separable toy task.) The paper's "weight decay 0.97" reads as a
+            learning-rate decay and is not applied.
         fusion_hidden, fusion_lr: the fusion network's first layer width and Adam's rate
             (not given in the paper).
         thresholds: decision threshold on the CNN's and fusion's probabilities (the LSTMs'
@@ -110,7 +114,7 @@ class Hybrid(AUMethod):
         lstm_dropout: float = 0.5,
         margin: float = 0.5,
         lstm_lr: float = 1e-3,
-        lstm_momentum: float = 0.9,
+        lstm_rms_decay: float = 0.9,
         fusion_hidden: int = 64,
         fusion_lr: float = 1e-3,
         thresholds: float | list[float] = 0.5,
@@ -337,7 +341,7 @@ class Hybrid(AUMethod):
         else:
             cnn_opt = torch.optim.Adam(cnn, lr=hp.cnn_lr, weight_decay=hp.cnn_weight_decay)
         lstm_opt = torch.optim.RMSprop(
-            self.net.lstm.parameters(), lr=hp.lstm_lr, momentum=hp.lstm_momentum
+            self.net.lstm.parameters(), lr=hp.lstm_lr, alpha=hp.lstm_rms_decay
         )
         fusion_opt = torch.optim.Adam(self.net.fusion.parameters(), lr=hp.fusion_lr)
         return [cnn_opt, lstm_opt, fusion_opt]
