@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -265,13 +266,20 @@ def main_study() -> None:
     choices = [*VARIANTS, "resnet18-T"]
     parser.add_argument("--variants", nargs="+", default=choices, choices=choices)
     parser.add_argument("--no-train", action="store_true", help="only read existing runs")
-    parser.add_argument("--no-comparison", action="store_true", help="skip SVM, JS, t-SNE")
+    parser.add_argument(
+        "--no-comparison", action="store_true", help="reuse the saved SVM, JS rows; no t-SNE"
+    )
     args = parser.parse_args()
     if not args.no_train:
         for variant in args.variants:
             run_cross(args) if variant == "resnet18-T" else run_hybrid(variant, args)
     args.images.mkdir(parents=True, exist_ok=True)
-    comparison = None if args.no_comparison else comparison_rows(args)
+    saved = args.runs / "comparison.json"  # the SVM, CNN^T and divergence rows of the last run
+    if args.no_comparison:
+        comparison = json.loads(saved.read_text()) if saved.is_file() else None
+    else:
+        comparison = comparison_rows(args)
+        saved.write_text(json.dumps(comparison))
     text = markdown(args, comparison)
     print(text)
     if args.out:
