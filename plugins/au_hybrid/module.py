@@ -253,10 +253,12 @@ class Hybrid(AUMethod):
             self._fit_pca()
 
     def _fit_pca(self) -> None:
-        rows, features, _ = self._extract("train")
+        """Fit the PCA on the training frames' features; keep them, reduced, for the LSTMs."""
+        rows, features, logits = self._extract("train")
         self.net.pca.fit(features.to(self.device), self.hparams.pca_energy)
         self._pca_epoch = self.trainer.current_epoch
         self._features.clear()
+        self._store("train", rows, features, logits)
         logger.info(
             "PCA on %d training frames: %d components, %.1f%% energy",
             len(rows),
@@ -283,17 +285,18 @@ class Hybrid(AUMethod):
 
     def frame_features(self, split: Split) -> FrameFeatures:
         """The split's PCA-reduced features and CNN logits (extracted on first use)."""
+        if split not in self._features and not self.net.pca.fitted:
+            self._fit_pca()
         if split not in self._features:
-            if not self.net.pca.fitted:
-                self._fit_pca()
-            rows, features, logits = self._extract(split)
-            index, _ = self.trainer.datamodule.split(split)
-            position = np.full(len(index), -1, dtype=np.int64)
-            position[rows] = np.arange(len(rows))
-            with torch.no_grad():
-                reduced = self.net.pca(features)
-            self._features[split] = FrameFeatures(position, reduced, logits)
+            self._store(split, *self._extract(split))
         return self._features[split]
+
+    @torch.no_grad()
+    def _store(self, split: Split, rows: np.ndarray, features: Tensor, logits: Tensor) -> None:
+        index, _ = self.trainer.datamodule.split(split)
+        position = np.full(len(index), -1, dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        self._features[split] = FrameFeatures(position, self.net.pca(features), logits)
 
     def heads(self, split: Split, rows: Tensor) -> dict[Head, Tensor]:
         """Every head's output (B, T, L) for windows of ``rows`` (B, T) of ``split``, from
