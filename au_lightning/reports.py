@@ -16,6 +16,7 @@ __all__ = [
     "grouped_bar_plot",
     "line_plot",
     "per_au_table",
+    "percent",
     "presence_heatmap",
     "relation_heatmap",
     "write_cv_results",
@@ -26,7 +27,8 @@ __all__ = [
 METRICS = ("f1", "acc", "auc")
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A score as the papers print it: x100 with one decimal; blank for None or NaN."""
     return "" if value is None or math.isnan(float(value)) else f"{100 * float(value):.1f}"
 
 
@@ -44,9 +46,9 @@ def per_au_table(scores: Mapping[str, float], aus: Sequence[int]) -> list[list[s
     for au in [*aus, None]:
         suffix = "mean" if au is None else f"AU{au}"
         row = [suffix if au is None else f"AU{au}"]
-        row += [_percent(scores.get(f"{m}_{suffix}")) for m in METRICS]
+        row += [percent(scores.get(f"{m}_{suffix}")) for m in METRICS]
         if untuned:
-            row.append(_percent(scores.get(f"untuned_f1_{suffix}")))
+            row.append(percent(scores.get(f"untuned_f1_{suffix}")))
         if tuned:
             threshold = scores.get(f"threshold_{suffix}")
             row.append("" if threshold is None else f"{threshold:.3f}")
@@ -216,7 +218,7 @@ def write_cv_results(
     means = [f"{column} mean" for column in per_au_table(mean, aus)[0][1:]]
     rows = [["AU", *(f"F1 {name}" for name in per_fold), *means]]
     for key, mean_row in zip(keys, per_au_table(mean, aus)[1:], strict=True):
-        folds = [_percent(scores.get(key)) for scores in per_fold.values()]
+        folds = [percent(scores.get(key)) for scores in per_fold.values()]
         rows.append([mean_row[0], *folds, *mean_row[1:]])
     tables = write_table(rows, directory, "cv")
     return [*tables, _f1_plot(mean, aus, directory / "cv_f1.png", "F1 per AU, mean over folds")]

@@ -33,7 +33,7 @@ import yaml
 from au_hybrid import Hybrid, event_scores, hybrid_table
 from au_hybrid.analysis import format_fig4, subject_divergence, tsne_figure
 from au_hybrid.svm import LinearSVMDetector, hog_features
-from au_lightning import AUDetectionMetrics
+from au_lightning import AUDetectionMetrics, reports
 from au_lightning.cli import main
 from au_lightning.data import FrameDataset, SequenceDataModule, resolve_aus
 
@@ -190,10 +190,6 @@ def table(rows: list[list[str]]) -> list[str]:
     ]
 
 
-def percent(value: float | None) -> str:
-    return "" if value is None or np.isnan(value) else f"{100 * value:.1f}"
-
-
 def rows_by_au(aus: list[int], cells: Callable[[str], list[str]]) -> list[list[str]]:
     """One row per AU and an ``Avg`` row, the cells of each from its key suffix."""
     keys = [*(f"AU{a}" for a in aus), "mean"]
@@ -218,19 +214,20 @@ def markdown(args: argparse.Namespace, comparison: tuple[dict[str, float], list]
         rows = rows_by_au(
             aus,
             lambda k, s=scores, hs=heads: [
-                percent(s.get(f"{h}/{m}_{k}")) for m in ("f1", "event_f1") for h, _ in hs
+                reports.percent(s.get(f"{h}/{m}_{k}")) for m in ("f1", "event_f1") for h, _ in hs
             ],
         )
         lines += [*table([["AU", *header], *rows]), ""]
         lines += [f"Every head of that run (F1-frame, F1-event, AUC; the CNN is {cnn}):", ""]
         lines += [*table(hybrid_table(runs[variant], aus)), ""]
     samplers = {name: runs[v] for name, v in SAMPLERS.items() if v in runs}
+    runs_by = list(samplers.values())
     if len(samplers) > 1:
         lines += ["Tables 3/4 format: F1 (x100) per AU with each sampler in the CNN stage.", ""]
         for head, title in (("cnn", "ResNet-18"), ("fused", "Ours")):
             header = ["AU", *(f"{title} {n}" for n in samplers)]
             rows = rows_by_au(
-                aus, lambda k, h=head: [percent(r.get(f"{h}/f1_{k}")) for r in samplers.values()]
+                aus, lambda k, h=head: [reports.percent(r.get(f"{h}/f1_{k}")) for r in runs_by]
             )
             lines += [*table([header, *rows]), ""]
     if divergence:

@@ -9,7 +9,7 @@ from typing import Literal, get_args
 import numpy as np
 from torch import Tensor
 
-from au_lightning import event_f1
+from au_lightning import event_f1, reports
 
 Head = Literal["cnn", "lstm", "fused"]
 HEADS: tuple[Head, ...] = get_args(Head)
@@ -30,10 +30,6 @@ def event_scores(
     return scores
 
 
-def _percent(value: float | None) -> str:
-    return "" if value is None or math.isnan(value) else f"{100 * value:.1f}"
-
-
 def hybrid_table(scores: Mapping[str, float], aus: Sequence[int]) -> list[list[str]]:
     """Rows AU x (F1-frame, F1-event) x (ANet, LSTM, Ours) and an ``Avg`` row (x100), from
     keys ``<head>/f1_AU<n>`` and ``<head>/event_f1_AU<n>``; heads without scores are left
@@ -48,6 +44,6 @@ def hybrid_table(scores: Mapping[str, float], aus: Sequence[int]) -> list[list[s
         key = "mean" if au is None else f"AU{au}"
         row = ["Avg" if au is None else str(au)]
         for metric in ("f1", "event_f1", "auc"):
-            row += [_percent(scores.get(f"{h}/{metric}_{key}")) for h in heads]
+            row += [reports.percent(scores.get(f"{h}/{metric}_{key}")) for h in heads]
         rows.append(row)
     return rows
