@@ -22,7 +22,7 @@ from torchmetrics import Metric
 from au_lightning.data.index import positive_rates, resolve_aus
 from au_lightning.errors import ConfigError
 from au_lightning.losses import masked_bce, positive_weights, selective_weights
-from au_lightning.metrics import AUDetectionMetrics, ThresholdSearch
+from au_lightning.metrics import AUDetectionMetrics, ThresholdSearch, final_scores
 from au_lightning.reports import write_cv_results, write_results
 from au_lightning.rng import capture_rng_states, restore_rng_states
 
@@ -53,6 +53,9 @@ class AUMethod(L.LightningModule):
 
     #: a method that adapts at evaluation (MAML) needs the Trainer's inference mode off
     adapts_at_evaluation: ClassVar[bool] = False
+    #: report Ji et al.'s final score, (accuracy + F1) / 2: ``val/score_mean`` and, per AU,
+    #: with the test scores
+    reports_final_score: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -176,7 +179,9 @@ class AUMethod(L.LightningModule):
         return scores
 
     def on_validation_epoch_end(self) -> None:
-        self.log_scores(self.val_metrics, "val")
+        scores = self.log_scores(self.val_metrics, "val")
+        if self.reports_final_score:
+            self.log("val/score_mean", final_scores(scores, self.aus)["score_mean"])
         if self.threshold_search:
             # Model selection stays on the fixed thresholds: F1 at thresholds tuned on the
             # same frames (val/tuned_f1_*) is optimistic.
@@ -198,6 +203,10 @@ class AUMethod(L.LightningModule):
             scores |= {
                 f"threshold_AU{a}": t for a, t in zip(self.aus, self.thresholds, strict=True)
             }
+        if self.reports_final_score:
+            final = final_scores(scores, self.aus)
+            self.log_dict({f"test/{k}": v for k, v in final.items()})
+            scores |= final
         if self.trainer.is_global_zero:
             write_results(scores, self.aus, self.run_dir)
 
@@ -227,7 +236,8 @@ class AUMethod(L.LightningModule):
 
 class PredictionWriter(BasePredictionWriter):
     """Writes ``predict`` output to a CSV: path, subject, frame, ``p_AU<n>`` probabilities and
-    ``AU<n>`` decisions at the model's thresholds (rows of the data module's test index).
+    ``AU<n>`` decisions at the model's thresholds (rows of the data module's
+    ``predict_index``: the test split, or the images of ``data.predict_root``).
 
     Args:
         output: the CSV path; relative paths are taken inside the run directory.
@@ -244,7 +254,7 @@ class PredictionWriter(BasePredictionWriter):
         predictions: Sequence[Any],
         batch_indices: Sequence[Any] | None,
     ) -> None:
-        index = trainer.datamodule.test_index
+        index = trainer.datamodule.predict_index
         rows = torch.cat([p["index"] for p in predictions]).numpy()
         probs = torch.cat([p["probs"] for p in predictions]).cpu().numpy()
         aus = pl_module.aus

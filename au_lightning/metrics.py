@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,9 +40,11 @@ __all__ = [
     "AUDetectionMetrics",
     "AUIntensityMetrics",
     "EpisodeAccuracy",
+    "ThresholdCriterion",
     "ThresholdSearch",
     "event_f1",
     "f1_at_thresholds",
+    "final_scores",
     "icc3_1",
     "icc3_1_ratings",
     "intensity_mae",
@@ -51,6 +53,8 @@ __all__ = [
 ]
 
 ThresholdsLike = float | Sequence[float] | Tensor
+#: what a threshold search maximises per AU: F1, or ``score`` = (accuracy + F1) / 2
+ThresholdCriterion = Literal["f1", "score"]
 
 
 def _shape(x: Tensor) -> tuple[int, ...]:
@@ -243,6 +247,15 @@ def f1_at_thresholds(probs: Tensor, target: Tensor, thresholds: ThresholdsLike =
     )
 
 
+def final_scores(scores: Mapping[str, float], aus: Sequence[int]) -> dict[str, float]:
+    """The final score of Ji et al. (Sec. 4.3; the EmotioNet challenge's): the mean of accuracy
+    and F1, as ``score_AU<n>`` per AU and ``score_mean`` = (``acc_mean`` + ``f1_mean``) / 2,
+    from the ``f1_*`` and ``acc_*`` keys of :class:`AUDetectionMetrics` scores."""
+    out = {f"score_AU{a}": (scores[f"acc_AU{a}"] + scores[f"f1_AU{a}"]) / 2 for a in aus}
+    out["score_mean"] = (scores["acc_mean"] + scores["f1_mean"]) / 2
+    return out
+
+
 def _snap(
     candidates: np.ndarray, lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype
 ) -> np.ndarray:
@@ -255,8 +268,11 @@ def _snap(
     return np.where(t >= upper, lower, t)
 
 
-def _search_one(p: np.ndarray, y: np.ndarray, dtype: torch.dtype) -> tuple[float, float]:
-    """Best ``(threshold, F1)`` for one AU's known probabilities ``p`` and 0/1 labels ``y``."""
+def _search_one(
+    p: np.ndarray, y: np.ndarray, dtype: torch.dtype, criterion: ThresholdCriterion = "f1"
+) -> tuple[float, float]:
+    """Best ``(threshold, F1)`` for one AU's known probabilities ``p`` and 0/1 labels ``y``,
+    best by F1 or, with ``criterion="score"``, by (accuracy + F1) / 2."""
     n_pos = int(y.sum())
     if n_pos == 0:
         return 0.5, 0.0
@@ -266,21 +282,31 @@ def _search_one(p: np.ndarray, y: np.ndarray, dtype: torch.dtype) -> tuple[float
     # Rule g: predict positive every value >= values[g]; its threshold lies below values[g].
     pred_pos = p.size - starts
     tp = n_pos - np.searchsorted(np.sort(p[y == 1]), values)
-    f1 = 2 * tp / (pred_pos + n_pos)  # 2TP / (2TP + FP + FN)
     mids = _snap((values[:-1] + values[1:]) / 2, values[:-1], values[1:], dtype)
     if values[0] > 0:  # predict everything positive with v_min / 2
         low = _snap(values[:1] / 2, np.zeros(1), values[:1], dtype)
     else:  # would need a negative threshold: not a candidate
-        low, f1 = np.zeros(0), f1[1:]
+        low, pred_pos, tp = np.zeros(0), pred_pos[1:], tp[1:]
     thr = np.concatenate((low, mids, values[-1:]))  # v_max: predict nothing positive
-    f1 = np.append(f1, 0.0)
-    ties = thr[f1 == f1.max()]
-    best = ties[np.lexsort((ties, np.abs(ties - 0.5)))[0]]  # nearest 0.5, then the smaller
-    return float(best), float(f1.max())
+    tp, pred_pos = np.append(tp, 0), np.append(pred_pos, 0)
+    f1 = 2 * tp / (pred_pos + n_pos)  # 2TP / (2TP + FP + FN)
+    if criterion == "score":
+        true_neg = p.size - n_pos - (pred_pos - tp)
+        value = ((tp + true_neg) / p.size + f1) / 2
+    else:
+        value = f1
+    best_at = np.flatnonzero(value == value.max())
+    ties = thr[best_at]
+    pick = best_at[np.lexsort((ties, np.abs(ties - 0.5)))[0]]  # nearest 0.5, then the smaller
+    return float(thr[pick]), float(f1[pick])
 
 
-def search_thresholds(probs: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-AU decision thresholds maximising frame F1 on known labels (Ji et al. 2020, Sec. 3.6).
+def search_thresholds(
+    probs: Tensor, target: Tensor, criterion: ThresholdCriterion = "f1"
+) -> tuple[Tensor, Tensor]:
+    """Per-AU decision thresholds maximising frame F1 on known labels (Ji et al. 2020, Sec. 3.6),
+    or, with ``criterion="score"``, the mean of accuracy and F1 (Ji et al.'s final score,
+    Sec. 4.3, which is the EmotioNet challenge's).
 
     "Soft thresholding" from Ji et al., "Multiple Transfer Learning and Multi-label Balanced
     Training Strategies for Facial AU Detection In the Wild" (CVPRW 2020): every output
@@ -291,19 +317,23 @@ def search_thresholds(probs: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 
     Candidates per AU are the midpoints between consecutive distinct values, ``v_min / 2`` when
     the smallest value ``v_min > 0`` (predict all positive) and ``v_max`` (predict none; F1 0),
-    applied as ``prob > threshold``. F1 ties are broken by the threshold closest to 0.5, then
-    the smaller one. Targets equal to -1 are ignored. An AU without a known positive keeps
-    threshold 0.5 with F1 0.0 (torchmetrics' ``zero_division=0``).
+    applied as ``prob > threshold``. Ties of the criterion are broken by the threshold closest to
+    0.5, then the smaller one. Targets equal to -1 are ignored. An AU without a known positive
+    keeps threshold 0.5 with F1 0.0 (torchmetrics' ``zero_division=0``).
+
+    Since the criterion is per AU, the thresholds also maximise its mean over AUs.
 
     Returns ``(thresholds, f1)``, both float64 of shape ``(L,)`` on the CPU; ``f1`` equals
     :func:`f1_at_thresholds` at ``thresholds``.
     """
+    if criterion not in ("f1", "score"):
+        raise ValueError(f"`criterion` must be 'f1' or 'score', got {criterion!r}")
     probs = _check_probs(probs)
     target = _check_detection_target(target, _shape(probs))
     p = probs.detach().cpu().to(torch.float64).T.contiguous().numpy()  # (L, N)
     t = target.cpu().T.contiguous().numpy()
     results = [
-        _search_one(p_j[t_j >= 0], t_j[t_j >= 0], probs.dtype)
+        _search_one(p_j[t_j >= 0], t_j[t_j >= 0], probs.dtype, criterion)
         for p_j, t_j in zip(p, t, strict=True)
     ]
     thresholds = torch.tensor([r[0] for r in results], dtype=torch.float64)
@@ -317,7 +347,8 @@ class ThresholdSearch(Metric):
     ``update(probs, target)`` stores ``(B, num_labels)`` probabilities and {-1, 0, 1} targets;
     the states are concatenated across DDP ranks (``dist_reduce_fx="cat"``). ``compute()``
     returns ``(thresholds, f1)``, float64 ``(num_labels,)``, from an exhaustive search over
-    every distinct accumulated probability (see :func:`search_thresholds`). As for every
+    every distinct accumulated probability for the best ``criterion`` (see
+    :func:`search_thresholds`). As for every
     torchmetrics metric, one-element results are squeezed: with ``num_labels=1`` both are 0-d.
     """
 
@@ -328,8 +359,13 @@ class ThresholdSearch(Metric):
     probs: list[Tensor]
     target: list[Tensor]
 
-    def __init__(self, num_labels: int, **kwargs: Any) -> None:
+    def __init__(
+        self, num_labels: int, criterion: ThresholdCriterion = "f1", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        if criterion not in ("f1", "score"):
+            raise ValueError(f"`criterion` must be 'f1' or 'score', got {criterion!r}")
+        self.criterion = criterion
         if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"`num_labels` must be a positive integer, got {num_labels!r}")
         self.num_labels = num_labels
@@ -351,7 +387,7 @@ class ThresholdSearch(Metric):
             raise ValueError(
                 "ThresholdSearch.compute() has no samples: call update() with a non-empty batch"
             )
-        return search_thresholds(probs, dim_zero_cat(self.target))
+        return search_thresholds(probs, dim_zero_cat(self.target), self.criterion)
 
 
 def _runs(positive: np.ndarray, boundary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

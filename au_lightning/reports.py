@@ -36,17 +36,20 @@ def per_au_table(scores: Mapping[str, float], aus: Sequence[int]) -> list[list[s
     """Rows ``AU, F1, accuracy, AUC`` (x100, as the papers report them) and a mean row, from
     keys ``f1_AU<n>``, ``acc_AU<n>``, ``auc_AU<n>`` and ``*_mean``; missing keys are blank.
 
-    With tuned thresholds (keys ``untuned_f1_AU<n>``, ``threshold_AU<n>``) two columns follow:
-    F1 at the untuned thresholds and the tuned threshold of each AU.
+    With final scores (keys ``score_AU<n>``, :func:`au_lightning.metrics.final_scores`) a
+    ``score`` column, (accuracy + F1) / 2, follows AUC. With tuned thresholds (keys
+    ``untuned_f1_AU<n>``, ``threshold_AU<n>``) two columns follow: F1 at the untuned
+    thresholds and the tuned threshold of each AU.
     """
+    final = any(k.startswith("score_") for k in scores)
     untuned = any(k.startswith("untuned_f1_") for k in scores)
     tuned = any(k.startswith("threshold_AU") for k in scores)
-    header = ["AU", "F1", "accuracy", "AUC"]
+    header = ["AU", "F1", "accuracy", "AUC"] + ["score"] * final
     rows = [header + ["F1 untuned"] * untuned + ["threshold"] * tuned]
     for au in [*aus, None]:
         suffix = "mean" if au is None else f"AU{au}"
         row = [suffix if au is None else f"AU{au}"]
-        row += [percent(scores.get(f"{m}_{suffix}")) for m in METRICS]
+        row += [percent(scores.get(f"{m}_{suffix}")) for m in METRICS + ("score",) * final]
         if untuned:
             row.append(percent(scores.get(f"untuned_f1_{suffix}")))
         if tuned:

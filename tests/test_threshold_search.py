@@ -194,3 +194,55 @@ def test_metric_single_label_is_squeezed_by_torchmetrics() -> None:
     expected_thr, expected_f1 = search_thresholds(probs, target)
     assert thresholds.shape == () and f1.shape == ()
     assert thresholds == expected_thr[0] and f1 == expected_f1[0]
+
+
+def test_score_criterion_hand_worked() -> None:
+    # One AU, 6 frames, P = 2: values 0.9+, 0.8-, 0.7-, 0.6-, 0.3+, 0.1-.
+    #   k highest positive: k=1 (0.85): TP 1, acc 5/6, F1 2/3, score 0.75
+    #   k=5 (0.2): TP 2, acc 3/6, F1 4/7, score 0.536; k=0: acc 4/6, F1 0, score 1/3
+    # F1 alone prefers k=1 too (2/3 > 4/7); with a 7th negative at 0.95 (acc of "none"
+    # rises, F1 at k=2 becomes 1/2): k=2 (0.85): acc 5/7, F1 1/2 -> 0.607; k=0: acc 5/7,
+    # F1 0 -> 0.357; k=6 (0.2): TP 2, acc 3/7, F1 4/8 -> 0.464. Best score: 0.85 (k=2).
+    probs = torch.tensor([[0.9], [0.8], [0.7], [0.6], [0.3], [0.1]], dtype=torch.float64)
+    target = torch.tensor([[1], [0], [0], [0], [1], [0]])
+    thresholds, f1 = search_thresholds(probs, target, criterion="score")
+    assert thresholds.item() == pytest.approx(0.85) and f1.item() == pytest.approx(2 / 3)
+    probs7 = torch.cat([probs, torch.tensor([[0.95]], dtype=torch.float64)])
+    target7 = torch.cat([target, torch.tensor([[0]])])
+    thresholds, f1 = search_thresholds(probs7, target7, criterion="score")
+    assert thresholds.item() == pytest.approx(0.85) and f1.item() == pytest.approx(0.5)
+
+
+def test_score_criterion_matches_sklearn_brute_force() -> None:
+    from sklearn.metrics import accuracy_score
+
+    probs, target = _random_case(5, n=200, num_labels=3, decimals=2)
+    thresholds, f1 = search_thresholds(probs, target, criterion="score")
+    for j in range(3):
+        known = target[:, j] >= 0
+        p, y = probs[known, j].numpy(), target[known, j].numpy()
+        candidates = np.concatenate([[0.0], np.unique(p)])  # prob > t, t at each value
+
+        def score(t: float, p: np.ndarray = p, y: np.ndarray = y) -> float:
+            pred = (p > t).astype(int)
+            return (accuracy_score(y, pred) + f1_score(y, pred, zero_division=0)) / 2
+
+        best = max(score(t) for t in candidates)
+        assert score(float(thresholds[j])) == pytest.approx(best, abs=1e-12)
+        pred = (p > float(thresholds[j])).astype(int)
+        assert f1[j].item() == pytest.approx(f1_score(y, pred, zero_division=0), abs=1e-12)
+
+
+def test_score_criterion_through_the_metric_and_bad_criterion() -> None:
+    probs, target = _random_case(6)
+    metric = ThresholdSearch(num_labels=4, criterion="score")
+    metric.update(probs[:150], target[:150])
+    metric.update(probs[150:], target[150:])
+    for got, expected in zip(
+        metric.compute(), search_thresholds(probs, target, "score"), strict=True
+    ):
+        assert torch.equal(got, expected)
+    with pytest.raises(ValueError, match="criterion"):
+        ThresholdSearch(num_labels=4, criterion="acc")
+    with pytest.raises(ValueError, match="criterion"):
+        search_thresholds(probs, target, criterion="auc")
