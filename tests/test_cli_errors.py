@@ -166,7 +166,7 @@ def test_au_outside_the_layout_names_the_label_file() -> None:
 
 def test_unknown_au_set_name_for_the_data() -> None:
     assert _error(["fit", *MODEL, "--data.aus=bp4e", *DATA, *TRAINER]) == (
-        "unknown AU set 'bp4e'; known sets: bp4d, bp4d_intensity, disfa, disfa8, gft"
+        "unknown AU set 'bp4e'; known sets: bp4d, bp4d_intensity, disfa, disfa8, gft, emotionet"
     )
 
 

@@ -16,6 +16,7 @@ from au_lightning.data.episodes import (
 from au_lightning.data.errors import DatasetFormatError, ImageReadError, SplitError
 from au_lightning.data.formats import (
     AFFECTNET_EXPRESSIONS,
+    IMAGE_EXTENSIONS,
     RAFDB_EXPRESSIONS,
     read_affectnet,
     read_bp4d,
@@ -23,6 +24,7 @@ from au_lightning.data.formats import (
     read_dataset,
     read_disfa,
     read_emotionet,
+    read_images,
     read_rafdb,
     read_table,
 )
@@ -33,6 +35,7 @@ from au_lightning.data.index import (
     positive_rates,
     resolve_aus,
 )
+from au_lightning.data.pretext import PretextDataModule, PretextTask
 from au_lightning.data.sampling import (
     SAMPLERS,
     DuplicationBatches,
@@ -72,6 +75,7 @@ from au_lightning.data.transforms import eval_transform, train_transform
 __all__ = [
     "AFFECTNET_EXPRESSIONS",
     "AU_SETS",
+    "IMAGE_EXTENSIONS",
     "PUBLISHED_PARTS",
     "RAFDB_EXPRESSIONS",
     "SAMPLERS",
@@ -94,6 +98,8 @@ __all__ = [
     "MOMUBatches",
     "MatchedBatchSampler",
     "MetaTrainEpisodes",
+    "PretextDataModule",
+    "PretextTask",
     "Protocol",
     "RandomBatches",
     "SequenceDataModule",
@@ -127,6 +133,7 @@ __all__ = [
     "read_dataset",
     "read_disfa",
     "read_emotionet",
+    "read_images",
     "read_rafdb",
     "read_table",
     "resolve_aus",

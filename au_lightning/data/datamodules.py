@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from au_lightning.data.cache import cached_read
 from au_lightning.data.datasets import FrameDataset
-from au_lightning.data.formats import read_dataset, reader_options
+from au_lightning.data.formats import read_dataset, read_images, reader_options
 from au_lightning.data.index import FrameIndex, resolve_aus
 from au_lightning.data.sampling import LabelBatchSampler, check_sampler, make_batch_sampler
 from au_lightning.data.splits import (
@@ -77,6 +77,9 @@ class AUDataModule(L.LightningDataModule):
             ``momu`` or ``{percentage: 25}`` for ``mlros``.
         seed: seeds the fold assignment, the validation reserve and the sampler's epochs.
         cache: keep the FrameIndex in an ``.npz`` cache (``$AU_LIGHTNING_CACHE``).
+        predict_root: a folder of face images (e.g. from ``au-lightning align``) that
+            ``predict`` reads instead of the test split, every AU unknown
+            (:func:`au_lightning.data.read_images`); the training data is then not read.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class AUDataModule(L.LightningDataModule):
         sampler_options: dict[str, Any] | None = None,
         seed: int = 0,
         cache: bool = True,
+        predict_root: str | None = None,
     ) -> None:
         super().__init__()
         check_sampler(sampler, sampler_options)
@@ -122,6 +126,7 @@ class AUDataModule(L.LightningDataModule):
         self.eval_transform = eval_transform(image_size, crop_size, mean, std)
         self.index: FrameIndex | None = None
         self.test_index: FrameIndex | None = None
+        self.predict_images: FrameIndex | None = None
         self.fold: Fold | None = None
         self.train_rows = self.val_rows = self.test_rows = np.zeros(0, dtype=np.int64)
 
@@ -197,9 +202,14 @@ class AUDataModule(L.LightningDataModule):
         raise ConfigError(f"protocol {hp.protocol!r} has no folds")
 
     def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if stage == "predict" and hp.get("predict_root"):
+            if hp.aus is None:
+                raise ConfigError("data.predict_root: set data.aus (or model.aus) to predict")
+            self.predict_images = read_images(hp.predict_root, hp.aus)
+            return
         if self.index is not None:
             return
-        hp = self.hparams
         index = self._read(hp.dataset, hp.root, hp.reader_options, hp.synth)
         if hp.protocol == "cross":
             test_index = self._read(
@@ -271,5 +281,12 @@ class AUDataModule(L.LightningDataModule):
         dataset = FrameDataset(self.test_index, self.test_rows, self.eval_transform)
         return self._loader(dataset)
 
+    @property
+    def predict_index(self) -> FrameIndex:
+        """The frames ``predict`` serves: the ``predict_root`` images, else the test split's."""
+        return self.predict_images if self.predict_images is not None else self.test_index
+
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        if self.predict_images is None:
+            return self.test_dataloader()
+        return self._loader(FrameDataset(self.predict_images, None, self.eval_transform))

@@ -26,6 +26,12 @@ __all__ = [
     "resolve_aus",
 ]
 
+# the 23 AUs of the EmotioNet challenge 2020 (Ji et al.): 43 eyes closed, 51-56 head pose
+# fmt: off
+_EMOTIONET = (1, 2, 4, 5, 6, 9, 10, 12, 15, 17, 18, 20, 24, 25, 26, 28, 43,
+              51, 52, 53, 54, 55, 56)
+# fmt: on
+
 #: Named AU sets used by the papers and the published protocols.
 AU_SETS: dict[str, tuple[int, ...]] = {
     "bp4d": (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24),
@@ -33,6 +39,7 @@ AU_SETS: dict[str, tuple[int, ...]] = {
     "disfa": (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26),
     "disfa8": (1, 2, 4, 6, 9, 12, 25, 26),
     "gft": (1, 2, 4, 6, 10, 12, 14, 15, 23, 24),
+    "emotionet": _EMOTIONET,
 }
 
 _THRESHOLDS = {">0": 1, ">=1": 1, ">1": 2, ">=2": 2, ">2": 3, ">=3": 3}

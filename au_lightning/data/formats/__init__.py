@@ -16,6 +16,7 @@ from au_lightning.data.formats.bp4d import read_bp4d
 from au_lightning.data.formats.bp4dplus import read_bp4dplus
 from au_lightning.data.formats.disfa import read_disfa
 from au_lightning.data.formats.emotionet import read_emotionet
+from au_lightning.data.formats.images import IMAGE_EXTENSIONS, read_images
 from au_lightning.data.formats.rafdb import RAFDB_EXPRESSIONS, read_rafdb
 from au_lightning.data.formats.table import read_table
 from au_lightning.data.index import FrameIndex
@@ -23,6 +24,7 @@ from au_lightning.registry import DATASETS_GROUP, load
 
 __all__ = [
     "AFFECTNET_EXPRESSIONS",
+    "IMAGE_EXTENSIONS",
     "RAFDB_EXPRESSIONS",
     "read_affectnet",
     "read_bp4d",
@@ -30,6 +32,7 @@ __all__ = [
     "read_dataset",
     "read_disfa",
     "read_emotionet",
+    "read_images",
     "read_rafdb",
     "read_table",
     "reader_options",

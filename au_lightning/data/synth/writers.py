@@ -27,8 +27,7 @@ __all__ = [
 ]
 
 #: the 23 AUs of the EmotioNet challenge 2020
-EMOTIONET_AUS = (1, 2, 4, 5, 6, 9, 10, 12, 15, 17, 18, 20, 24, 25, 26, 28, 43,
-                 51, 52, 53, 54, 55, 56)  # fmt: skip
+EMOTIONET_AUS = AU_SETS["emotionet"]
 #: how each EmotioNet AU without its own SynthAU rendering is labelled from the nearest one
 EMOTIONET_MAPPING: dict[int, str] = {
     18: "AU23 present (lip pucker -> lip tightener: the lips narrow)",
