@@ -2,8 +2,9 @@
 
 ``fit``, ``validate``, ``test`` and ``predict`` run :class:`AUCLI` (a LightningCLI with any
 registered method as ``--model`` and a data module as ``--data``); ``cv`` runs fit and test on
-every fold; ``compare``, ``plugins``, ``index``, ``synth`` and ``visualize`` (the image each
-AU of a checkpoint responds to most) are commands of their own.
+every fold; ``compare``, ``plugins``, ``index``, ``synth``, ``visualize`` (the image each
+AU of a checkpoint responds to most) and ``align`` (MTCNN face detection and 5-point
+alignment of a folder of images) are commands of their own.
 ``main(args=None)`` takes the command line as a list so tests drive it in-process.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import lightning as L
 import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace, lazy_instance
@@ -23,6 +25,7 @@ from jsonargparse.typing import import_object
 from lightning.pytorch.cli import LightningCLI
 
 from au_lightning import fewshot_results
+from au_lightning.align import align_folder
 from au_lightning.checkpoints import find_checkpoint
 from au_lightning.data import (
     AUDataModule,
@@ -34,7 +37,6 @@ from au_lightning.data import (
 )
 from au_lightning.data.synth import LAYOUTS, generate
 from au_lightning.errors import ConfigError
-from au_lightning.method import AUMethod
 from au_lightning.registry import (
     DATASETS_GROUP,
     METHODS_GROUP,
@@ -73,7 +75,7 @@ class AUCLI(LightningCLI):
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
         super().__init__(
-            AUMethod,
+            L.LightningModule,  # AU methods, and modules of a method's other stages
             AUDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
@@ -287,6 +289,21 @@ def visualize(args: Sequence[str]) -> None:
     print("\n".join(f"  {p}" for p in written))
 
 
+def align(args: Sequence[str]) -> None:
+    """``au-lightning align SRC DST``: detect the face in every image under SRC with MTCNN
+    and align it to the 5-point ArcFace template (Ji et al. 2020, Sec. 3.2), writing the
+    crops, ``DST/faces.csv`` and ``DST/no_face.csv``."""
+    parser = ArgumentParser(prog="au-lightning align", description=align.__doc__)
+    parser.add_argument("src", help="folder of images (read recursively)")
+    parser.add_argument("dst", help="new or empty output folder")
+    parser.add_function_arguments(align_folder, skip={"src", "dst"})
+    config = parser.parse_args(list(args))
+    report = align_folder(**config.as_dict())
+    print(f"{report.faces} faces aligned ({config.size} px) into {config.dst}")
+    print(f"{len(report.no_face)} without a face, {len(report.unreadable)} unreadable")
+    print(f"table: {report.table}\nnot aligned: {report.table.parent / 'no_face.csv'}")
+
+
 def _cli(argv: list[str], run: bool = True) -> AUCLI:
     """AUCLI on ``argv`` given as the process's own command line (so LightningCLI does not
     warn about ``args`` next to ``sys.argv``, and a DDP launcher that re-runs ``sys.argv``
@@ -301,6 +318,8 @@ def cv(args: Sequence[str]) -> None:
     per-AU table of every fold and of the mean over folds in ``<default_root_dir>/cv``."""
     argv = _resolve_model_names(list(args))
     first = _cli(argv, run=False)
+    if not hasattr(first.model, "write_cv_report"):
+        raise ConfigError(f"cv tests AU methods; {type(first.model).__name__} is not one")
     folds = [fold.name for fold in first.datamodule.folds()]
     out = Path(first.trainer.default_root_dir) / "cv"
     per_fold: dict[str, dict[str, float]] = {}
@@ -322,6 +341,7 @@ def cv(args: Sequence[str]) -> None:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "align": align,
     "compare": compare,
     "cv": cv,
     "plugins": plugins,

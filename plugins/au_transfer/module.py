@@ -1,0 +1,178 @@
+"""Transfer: the LightningModules of one view, its pretext stage and its AU stage."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from au_lightning import AUMethod, ConfigError, LossWeights, ThresholdCriterion, ThresholdSearch
+from au_transfer.net import Backbone, Pooling, ViewNet
+
+
+def paper_optimizer(
+    module: L.LightningModule, lr: float, momentum: float, weight_decay: float, lr_step: int
+) -> dict[str, Any]:
+    """Sec. 4.2: SGD, initial learning rate 0.01 divided by 10 every 10 epochs, weight decay
+    1e-5, momentum 0.9 (the numbers are the arguments' defaults in both modules)."""
+    optimizer = torch.optim.SGD(
+        module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=0.1)
+    return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+class TransferPretrain(L.LightningModule):
+    """Stage 1 of a view (Ji et al. Sec. 3.3): a backbone trained on a face-level pretext
+    task, softmax cross-entropy over the classes of a
+    :class:`au_lightning.data.PretextDataModule` (expressions, or identities).
+
+    Its checkpoint is what :class:`Transfer`'s ``pretrained`` takes to fine-tune the view on
+    AU detection. Logs ``train/loss``, ``val/loss``, ``val/acc`` (and ``test/acc``).
+
+    Args:
+        backbone, pooling, in_size, pretrained, dropout: see :class:`~au_transfer.ViewNet`
+            (``pretrained: true`` starts from ImageNet, as a ResNet would without a pretext).
+        num_classes: the number of classes; None takes the data module's (it is then saved
+            with the checkpoint).
+        lr, momentum, weight_decay, lr_step: SGD with the learning rate divided by 10 every
+            ``lr_step`` epochs (Sec. 4.2).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone = "ir152",
+        pooling: Pooling = "flatten",
+        in_size: int = 224,
+        pretrained: bool | str = False,
+        dropout: float = 0.0,
+        num_classes: int | None = None,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-5,
+        lr_step: int = 10,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net: ViewNet | None = None
+        if num_classes is not None:
+            self._build(num_classes)
+
+    def _build(self, num_classes: int) -> None:
+        hp = self.hparams
+        self.net = ViewNet(
+            num_classes, hp.backbone, hp.pooling, hp.in_size, hp.pretrained, hp.dropout
+        )
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        num_classes = getattr(datamodule, "num_classes", None)
+        if num_classes is None:
+            if self.net is None:
+                raise ConfigError(
+                    "TransferPretrain needs model.num_classes or a data module with classes "
+                    "(au_lightning.data.PretextDataModule)"
+                )
+            return
+        if self.net is None:
+            self.hparams.num_classes = num_classes
+            self._build(num_classes)
+        elif num_classes != self.hparams.num_classes:
+            raise ConfigError(
+                f"the model has {self.hparams.num_classes} pretext classes but the data has "
+                f"{num_classes}; set model.num_classes to {num_classes} (or leave it unset)"
+            )
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def _loss(self, batch: dict[str, Any], stage: str) -> tuple[Tensor, Tensor]:
+        logits = self(batch["image"])
+        target = batch["expression"].long()
+        loss = F.cross_entropy(logits, target, ignore_index=-1)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(target))
+        return loss, logits
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._loss(batch, "train")[0]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, logits = self._loss(batch, "val")
+        self.val_acc.update(logits, batch["expression"].long())
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, logits = self._loss(batch, "test")
+        self.test_acc.update(logits, batch["expression"].long())
+        self.log("test/acc", self.test_acc)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        return paper_optimizer(self, hp.lr, hp.momentum, hp.weight_decay, hp.lr_step)
+
+
+class Transfer(AUMethod):
+    """Stage 2 of a view (Ji et al. Sec. 3.3-3.6): the backbone fine-tuned on AU detection.
+
+    ``pretrained`` names the view: a :class:`TransferPretrain` checkpoint on identities
+    (the face view) or on expressions (the emotion view). Balanced training (Sec. 3.4) is
+    ``loss_weights: selective`` (Eq. 1's w, the default) with ``data.sampler: mlros``;
+    ``threshold_search`` tunes per-AU thresholds on validation (Sec. 3.6) for the best
+    ``threshold_criterion``. Test results add the final score, (accuracy + F1) / 2
+    (Sec. 4.3). Views are combined by :class:`~au_transfer.TransferEnsemble`.
+
+    Args:
+        aus: the AUs (``emotionet``: the challenge's 23).
+        backbone, pooling, in_size, pretrained, dropout: see :class:`~au_transfer.ViewNet`.
+        threshold_criterion: ``score`` (accuracy + F1) / 2, the paper's reference metric, or
+            ``f1``.
+        lr, momentum, weight_decay, lr_step: SGD, learning rate / 10 every ``lr_step``
+            epochs (Sec. 4.2).
+        thresholds, threshold_search, loss_weights: see :class:`au_lightning.AUMethod`.
+    """
+
+    reports_final_score: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        aus: str | list[int] = "emotionet",
+        backbone: Backbone = "ir152",
+        pooling: Pooling = "flatten",
+        in_size: int = 224,
+        pretrained: bool | str = False,
+        dropout: float = 0.0,
+        thresholds: float | list[float] = 0.5,
+        threshold_search: bool = False,
+        threshold_criterion: ThresholdCriterion = "score",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-5,
+        lr_step: int = 10,
+        loss_weights: LossWeights = "selective",
+    ) -> None:
+        super().__init__(aus, thresholds, threshold_search, lr, weight_decay, loss_weights)
+        self.save_hyperparameters()
+        self.val_search = ThresholdSearch(len(self.aus), threshold_criterion)
+        # a pretext checkpoint is loaded when fitting starts, so that loading this model's
+        # own checkpoint later does not need that file
+        imagenet = pretrained if isinstance(pretrained, bool) else False
+        self.net = ViewNet(len(self.aus), backbone, pooling, in_size, imagenet, dropout)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def on_fit_start(self) -> None:
+        pretrained = self.hparams.pretrained
+        # a resumed run (trainer.ckpt_path set) keeps its own weights
+        if not isinstance(pretrained, bool) and self.trainer.ckpt_path is None:
+            self.net.load_backbone(pretrained)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        return paper_optimizer(self, hp.lr, hp.momentum, hp.weight_decay, hp.lr_step)

@@ -1,0 +1,338 @@
+"""The transfer plugin (Ji et al. 2020): pretext data, views, the ensemble, final scores."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from au_lightning import ConfigError, final_scores, load_method, search_thresholds
+from au_lightning.cli import main
+from au_lightning.data import AUDataModule, FrameIndex, PretextDataModule, read_images
+from au_lightning.reports import per_au_table
+from au_transfer import Transfer, TransferEnsemble, TransferPretrain, ViewNet
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTH = {"subjects": 6, "videos": 2, "frames": 10, "size": 32, "seed": 2, "workers": 1}
+SYNTH_ARG = "{subjects: 6, videos: 2, frames: 10, size: 32, seed: 2, workers: 1}"
+AUS = [1, 2, 4, 12]
+SMALL = {"backbone": "resnet18", "pooling": "flatten", "in_size": 28}
+
+
+def _au_data(**overrides: object) -> AUDataModule:
+    options = {
+        "dataset": "bp4d", "synth": SYNTH, "aus": AUS, "protocol": "bp4d_3fold",
+        "fold": "part1", "image_size": 32, "crop_size": 28, "batch_size": 8,
+    }  # fmt: skip
+    return AUDataModule(**(options | overrides))
+
+
+def _identity(**overrides: object) -> PretextDataModule:
+    options = {
+        "task": "identity", "dataset": "bp4d", "synth": SYNTH, "protocol": "bp4d_3fold",
+        "fold": "part1", "image_size": 32, "crop_size": 28, "batch_size": 8,
+    }  # fmt: skip
+    return PretextDataModule(**(options | overrides))
+
+
+# -- pretext data (Sec. 3.3) --------------------------------------------------------------
+
+
+def test_identity_classes_are_the_folds_training_subjects_only(cache: Path) -> None:
+    pretext = _identity()
+    pretext.setup("fit")
+    au = _au_data(val_strategy="none")
+    au.setup("fit")
+    index = pretext.index
+    train_subjects = set(au.index.subject[au.train_rows])
+    test_subjects = set(au.index.subject[au.test_rows])
+    assert set(pretext.class_names) == train_subjects and not train_subjects & test_subjects
+    # every training subject has training and validation frames, labelled by its class
+    for rows in (pretext.train_rows, pretext.val_rows):
+        subjects = index.subject[rows]
+        assert set(subjects) == train_subjects
+        names = np.array(pretext.class_names)[index.expression[rows]]
+        assert (names == subjects).all()
+    assert not set(pretext.train_rows) & set(pretext.val_rows)
+    # the test subjects' frames have no class and are never served
+    assert (index.expression[np.isin(index.subject, list(test_subjects))] == -1).all()
+    assert set(pretext.test_rows) == set(pretext.val_rows)
+    batch = next(iter(pretext.train_dataloader()))
+    assert batch["expression"].min() >= 0 and batch["image"].shape[1:] == (3, 28, 28)
+
+
+def test_expression_classes_come_from_the_expression_dataset(cache: Path) -> None:
+    pretext = PretextDataModule(
+        task="expression", dataset="rafdb", synth={"images": 60, "size": 32, "workers": 1},
+        image_size=32, crop_size=28, val_fraction=0.25, batch_size=8,
+    )  # fmt: skip
+    pretext.setup("fit")
+    assert pretext.num_classes == 7 and pretext.class_names[3] == "happiness"
+    rows = np.concatenate([pretext.train_rows, pretext.val_rows])
+    assert sorted(rows) == list(range(len(pretext.index)))  # every image, once
+    assert len(pretext.val_rows) == round(0.25 * len(rows))
+    assert (pretext.index.expression[rows] >= 0).all()
+
+
+def test_identity_on_data_without_subjects_is_refused(cache: Path) -> None:
+    pretext = _identity(dataset="emotionet", protocol="kfold", fold=0)
+    with pytest.raises(ConfigError, match="one image"):
+        pretext.setup("fit")
+
+
+# -- views ---------------------------------------------------------------------------------
+
+
+def test_pretrain_takes_its_classes_from_the_data_and_saves_them(
+    workdir: Path, cache: Path
+) -> None:
+    model = TransferPretrain(**SMALL)
+    assert model.net is None
+    model._trainer = SimpleNamespace(datamodule=SimpleNamespace(num_classes=5))
+    model.setup("fit")
+    assert model.net.head.out_features == 5 and model.hparams.num_classes == 5
+    model._trainer = SimpleNamespace(datamodule=SimpleNamespace(num_classes=4))
+    with pytest.raises(ConfigError, match="5 pretext classes but the data has 4"):
+        model.setup("fit")
+
+
+def test_transfer_takes_the_pretext_backbone_at_fit_start_not_its_head(tmp_path: Path) -> None:
+    pretext = TransferPretrain(**SMALL, num_classes=5)
+    path = tmp_path / "pretext.ckpt"
+    torch.save({"state_dict": pretext.state_dict()}, path)
+    model = Transfer(aus=AUS, **SMALL, pretrained=str(path))
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    model._trainer = SimpleNamespace(ckpt_path=None)
+    model.on_fit_start()
+    for key, value in model.net.backbone.state_dict().items():
+        assert torch.equal(value, pretext.net.backbone.state_dict()[key]), key
+    assert torch.equal(model.net.head.weight, before["head.weight"])  # 4 AUs, not 5 classes
+    # a resumed fit keeps its own weights
+    other = Transfer(aus=AUS, **SMALL, pretrained=str(path))
+    other._trainer = SimpleNamespace(ckpt_path="resumed.ckpt")
+    kept = other.net.backbone.conv1.weight.clone()
+    other.on_fit_start()
+    assert torch.equal(other.net.backbone.conv1.weight, kept)
+
+
+def test_pretext_of_another_backbone_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "avg.ckpt"
+    pretext = TransferPretrain(backbone="resnet18", pooling="avg", in_size=28, num_classes=3)
+    torch.save({"state_dict": pretext.state_dict()}, path)
+    model = Transfer(aus=AUS, **SMALL, pretrained=str(path))
+    model._trainer = SimpleNamespace(ckpt_path=None)
+    with pytest.raises(ValueError, match=r"avg\.ckpt"):
+        model.on_fit_start()
+
+
+def test_paper_optimizer_sgd_divided_by_ten_every_ten_epochs() -> None:
+    model = Transfer(aus=AUS, **SMALL)
+    config = model.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]
+    (group,) = optimizer.param_groups
+    assert type(optimizer) is torch.optim.SGD
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.9, 1e-5)
+    rates = []
+    for _ in range(21):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[9] == pytest.approx(0.01) and rates[10] == pytest.approx(0.001)
+    assert rates[20] == pytest.approx(0.0001)
+
+
+def test_view_net_refuses_unknown_backbone_and_pooling() -> None:
+    with pytest.raises(ConfigError, match="ir152"):
+        ViewNet(3, backbone="vgg16")
+    with pytest.raises(ConfigError, match="avg or flatten"):
+        ViewNet(3, backbone="resnet18", pooling="max")
+
+
+# -- final score and the ensemble (Sec. 3.5, 3.6, 4.3) ---------------------------------------
+
+
+def test_final_scores_are_the_mean_of_accuracy_and_f1() -> None:
+    scores = {"f1_AU1": 0.4, "acc_AU1": 0.9, "f1_AU2": 0.2, "acc_AU2": 0.6,
+              "f1_mean": 0.3, "acc_mean": 0.75, "auc_mean": 0.5}  # fmt: skip
+    final = final_scores(scores, [1, 2])
+    assert final == pytest.approx({"score_AU1": 0.65, "score_AU2": 0.4, "score_mean": 0.525})
+    rows = per_au_table(scores | final, [1, 2])
+    assert rows[0] == ["AU", "F1", "accuracy", "AUC", "score"]
+    assert rows[-1] == ["mean", "30.0", "75.0", "50.0", "52.5"]
+
+
+def _saved_view(tmp_path: Path, name: str, seed: int, aus: list[int] = AUS) -> Path:
+    torch.manual_seed(seed)
+    model = Transfer(aus=aus, **SMALL)
+    path = tmp_path / f"{name}.ckpt"
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    checkpoint["hyper_parameters"]["_class_path"] = "au_transfer.Transfer"
+    checkpoint["pytorch-lightning_version"] = "2.6.6"
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_ensemble_averages_the_views_probabilities(tmp_path: Path) -> None:
+    paths = [_saved_view(tmp_path, "a", 0), _saved_view(tmp_path, "b", 1)]
+    ensemble = TransferEnsemble(views=[str(p) for p in paths]).eval()
+    views = [load_method(p).eval() for p in paths]
+    images = torch.randn(5, 3, 28, 28)
+    with torch.no_grad():
+        expected = (torch.sigmoid(views[0](images)) + torch.sigmoid(views[1](images))) / 2
+        assert torch.allclose(ensemble.probabilities(images).float(), expected, atol=1e-6)
+        assert torch.allclose(torch.sigmoid(ensemble(images)).float(), expected, atol=1e-6)
+        assert not torch.allclose(torch.sigmoid(views[0](images)), expected, atol=1e-3)
+    assert ensemble.aus == tuple(AUS)
+    assert not any(p.requires_grad for p in ensemble.parameters())
+
+
+def test_ensemble_refuses_views_with_other_aus(tmp_path: Path) -> None:
+    paths = [_saved_view(tmp_path, "a", 0), _saved_view(tmp_path, "c", 1, aus=[1, 2, 6, 12])]
+    with pytest.raises(ConfigError, match=r"\[1, 2, 6, 12\].*same AUs"):
+        TransferEnsemble(views=[str(p) for p in paths])
+    with pytest.raises(ConfigError, match="one or more"):
+        TransferEnsemble(views=[])
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def _tiny_trainer(root: Path) -> list[str]:
+    return [
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={root}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def views(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Identity pretext, then two AU views (one from it, one from scratch), through the CLI;
+    the pretext checkpoint is then deleted: a view's checkpoint must not need it."""
+    root = tmp_path_factory.mktemp("views")
+    pretext_config = ROOT / "configs/transfer_pretrain_identity.yaml"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["au-lightning"])
+        mp.chdir(root)
+        main(
+            [
+                "fit", f"--config={pretext_config}", f"--data.synth={SYNTH_ARG}",
+                "--data.image_size=32", "--data.crop_size=28", "--data.batch_size=8",
+                "--model.in_size=28", *_tiny_trainer(root / "pretext"),
+                "--trainer.callbacks=[]", "--trainer.enable_checkpointing=true",
+            ]
+        )  # fmt: skip
+        (pretext,) = (root / "pretext").rglob("*.ckpt")
+        found = []
+        for name, start in (("face", str(pretext)), ("scratch", "false")):
+            main(["fit", *_au_args(root / name), f"--model.pretrained={start}"])
+            found.append(max((root / name).rglob("best.ckpt"), key=lambda p: p.stat().st_mtime))
+    pretext.unlink()
+    return found
+
+
+def _au_args(root: Path) -> list[str]:
+    return [
+        f"--config={ROOT / 'configs/transfer_bp4d.yaml'}", f"--data.synth={SYNTH_ARG}",
+        f"--data.aus={AUS}", f"--model.aus={AUS}", "--data.image_size=32",
+        "--data.crop_size=28", "--data.batch_size=8", "--model.in_size=28",
+        "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+    ]  # fmt: skip
+
+
+def test_pretext_views_ensemble_and_thresholds_through_the_cli(
+    workdir: Path, views: list[Path]
+) -> None:
+    main(
+        [
+            "test", *_au_args(workdir / "ensemble"), "--model=transfer-ensemble",
+            f"--model.views=[{views[0]},{views[1]}]",
+        ]
+    )  # fmt: skip
+    (table,) = (workdir / "ensemble").rglob("test_results.csv")
+    rows = {row["AU"]: row for row in csv.DictReader(table.open())}
+    assert {"score", "F1 untuned", "threshold"} <= set(rows["mean"])
+    for au in [f"AU{a}" for a in AUS] + ["mean"]:
+        f1, acc, score = (float(rows[au][k]) for k in ("F1", "accuracy", "score"))
+        assert score == pytest.approx((f1 + acc) / 2, abs=0.051)
+
+    # the thresholds are those of the validation subjects' averaged probabilities
+    data = _au_data()
+    data.setup("test")
+    models = [load_method(v).eval() for v in views]
+    probs, targets = [], []
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            p = sum(torch.sigmoid(m(batch["image"]).double()) for m in models) / 2
+            probs.append(torch.sigmoid(torch.logit(p, eps=1e-12).float()))
+            targets.append(batch["occurrence"])
+    expected, _ = search_thresholds(torch.cat(probs), torch.cat(targets), "score")
+    got = [float(rows[f"AU{a}"]["threshold"]) for a in AUS]
+    assert got == pytest.approx(expected.tolist(), abs=5e-4)
+
+
+def test_configs_say_mlros_selective_and_the_paper_optimizer(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["au-lightning"])
+    for name, aus in (("transfer.yaml", "emotionet"), ("transfer_bp4d.yaml", "bp4d")):
+        with pytest.raises(SystemExit):
+            main(["fit", f"--config={ROOT / 'configs' / name}", "--print_config"])
+        config = yaml.safe_load(capsys.readouterr().out)
+        model, data = config["model"]["init_args"], config["data"]["init_args"]
+        assert config["model"]["class_path"] == "au_transfer.Transfer"
+        assert (model["aus"], data["aus"]) == (aus, aus)
+        assert (data["sampler"], model["loss_weights"]) == ("mlros", "selective")
+        assert model["threshold_search"] and model["threshold_criterion"] == "score"
+        assert (model["lr"], model["momentum"], model["weight_decay"]) == (0.01, 0.9, 1e-5)
+        assert data["batch_size"] == 16
+
+
+# -- predicting a folder of images -----------------------------------------------------------
+
+
+def test_read_images_lists_every_image_with_unknown_labels(tmp_path: Path) -> None:
+    for name in ("b/2.png", "a.jpg", "b/1.PNG", "notes.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        if name.endswith("txt"):
+            (tmp_path / name).write_text("not an image")
+        else:
+            Image.new("RGB", (8, 8)).save(tmp_path / name, format=name[-3:].replace("jpg", "jpeg"))
+    index = read_images(tmp_path, [1, 12])
+    assert isinstance(index, FrameIndex)
+    assert index.path.tolist() == ["a.jpg", "b/1.PNG", "b/2.png"]
+    assert index.aus == (1, 12) and (index.occurrence == -1).all()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=f"{empty}: no image files"):
+        read_images(empty)
+
+
+def test_predict_root_writes_a_csv_row_per_image(workdir: Path, views: list[Path]) -> None:
+    photos = workdir / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    main(
+        ["predict", *_au_args(workdir / "predict"), f"--ckpt_path={views[0]}",
+         f"--data.predict_root={photos}"]
+    )  # fmt: skip
+    (written,) = (workdir / "predict").rglob("predictions.csv")
+    rows = list(csv.DictReader(written.open()))
+    assert [row["path"] for row in rows] == ["0.png", "1.png", "2.png"]
+    model = load_method(views[0]).eval()
+    thresholds = model.thresholds
+    for row in rows:
+        for a, t in zip(AUS, thresholds, strict=True):
+            p = float(row[f"p_AU{a}"])
+            assert 0 <= p <= 1 and row[f"AU{a}"] == str(int(p > t))
