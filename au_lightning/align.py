@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from au_lightning.data.formats.images import IMAGE_EXTENSIONS, image_files
 from au_lightning.errors import ConfigError
 
 __all__ = [
@@ -65,7 +66,6 @@ FACES_HEADER = (
     *(f"{name}_{axis}" for name in LANDMARKS for axis in "xy"),
 )
 NO_FACE_HEADER = ("source", "reason")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MISSING_EXTRA = 'face alignment needs the align extra: pip install -e ".[align]"'
 
 
@@ -156,13 +156,10 @@ def warp_face(
 
 def _image_paths(src: Path, extensions: Sequence[str]) -> list[Path]:
     """The images under ``src`` (recursively), relative to it, in sorted order."""
-    suffixes = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    found = sorted(
-        p.relative_to(src) for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-    )
+    found = image_files(src, extensions)
     if not found:
-        raise ConfigError(f"{src}: no images with extensions {', '.join(sorted(suffixes))}")
-    return found
+        raise ConfigError(f"{src}: no images with extensions {', '.join(sorted(extensions))}")
+    return [Path(rel) for rel in found]
 
 
 def _check_folders(src: Path, dst: Path, images: list[Path], overwrite: bool) -> None:

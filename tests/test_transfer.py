@@ -148,6 +148,17 @@ def test_paper_optimizer_sgd_divided_by_ten_every_ten_epochs() -> None:
     assert rates[20] == pytest.approx(0.0001)
 
 
+def test_pretrain_optimizer_choice_covers_the_lazily_built_classifier() -> None:
+    model = TransferPretrain(**SMALL, num_classes=3, optimizer="adam", lr=1e-3)
+    optimizer = model.configure_optimizers()["optimizer"]
+    assert type(optimizer) is torch.optim.Adam
+    (group,) = optimizer.param_groups
+    assert {id(p) for p in group["params"]} == {id(p) for p in model.parameters()}
+    assert any(p is model.net.head.weight for p in group["params"])
+    with pytest.raises(ConfigError, match="sgd or adam"):
+        TransferPretrain(**SMALL, optimizer="rmsprop")
+
+
 def test_view_net_refuses_unknown_backbone_and_pooling() -> None:
     with pytest.raises(ConfigError, match="ir152"):
         ViewNet(3, backbone="vgg16")
@@ -336,3 +347,22 @@ def test_predict_root_writes_a_csv_row_per_image(workdir: Path, views: list[Path
         for a, t in zip(AUS, thresholds, strict=True):
             p = float(row[f"p_AU{a}"])
             assert 0 <= p <= 1 and row[f"AU{a}"] == str(int(p > t))
+
+
+def test_align_a_real_photo_then_predict_its_aus(workdir: Path, views: list[Path]) -> None:
+    """The new user's path: a folder of photos, aligned, then AU probabilities in a CSV."""
+    data = pytest.importorskip("skimage.data")
+    pytest.importorskip("facenet_pytorch")
+    photos = workdir / "photos"
+    photos.mkdir()
+    Image.fromarray(data.astronaut()).save(photos / "astronaut.jpg", quality=95)
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(photos / "wall.png")
+    main(["align", str(photos), str(workdir / "aligned"), "--size=112", "--progress=false"])
+    main(
+        ["predict", *_au_args(workdir / "predict"), f"--ckpt_path={views[0]}",
+         f"--data.predict_root={workdir / 'aligned'}"]
+    )  # fmt: skip
+    (written,) = (workdir / "predict").rglob("predictions.csv")
+    (row,) = csv.DictReader(written.open())  # the wall has no face: not predicted
+    assert row["path"] == "astronaut.png"
+    assert all(0 <= float(row[f"p_AU{a}"]) <= 1 for a in AUS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -15,13 +15,21 @@ from au_transfer.net import Backbone, Pooling, ViewNet
 
 
 def paper_optimizer(
-    module: L.LightningModule, lr: float, momentum: float, weight_decay: float, lr_step: int
+    module: L.LightningModule,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    lr_step: int,
+    kind: Literal["sgd", "adam"] = "sgd",
 ) -> dict[str, Any]:
     """Sec. 4.2: SGD, initial learning rate 0.01 divided by 10 every 10 epochs, weight decay
-    1e-5, momentum 0.9 (the numbers are the arguments' defaults in both modules)."""
-    optimizer = torch.optim.SGD(
-        module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
+    1e-5, momentum 0.9 (the numbers are the arguments' defaults in both modules); ``adam``
+    keeps the rest with Adam instead of SGD."""
+    params = module.parameters()
+    if kind == "adam":
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=0.1)
     return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
@@ -41,6 +49,9 @@ class TransferPretrain(L.LightningModule):
             with the checkpoint).
         lr, momentum, weight_decay, lr_step: SGD with the learning rate divided by 10 every
             ``lr_step`` epochs (Sec. 4.2).
+        optimizer: ``sgd`` (the paper's) or ``adam``. The classifier is built when the data's
+            classes are known, after LightningCLI's ``--optimizer`` would have been
+            created, so the optimizer is chosen here.
     """
 
     def __init__(
@@ -55,8 +66,11 @@ class TransferPretrain(L.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 1e-5,
         lr_step: int = 10,
+        optimizer: Literal["sgd", "adam"] = "sgd",
     ) -> None:
         super().__init__()
+        if optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"model.optimizer must be sgd or adam, got {optimizer!r}")
         self.save_hyperparameters()
         self.net: ViewNet | None = None
         if num_classes is not None:
@@ -114,7 +128,7 @@ class TransferPretrain(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        return paper_optimizer(self, hp.lr, hp.momentum, hp.weight_decay, hp.lr_step)
+        return paper_optimizer(self, hp.lr, hp.momentum, hp.weight_decay, hp.lr_step, hp.optimizer)
 
 
 class Transfer(AUMethod):

@@ -16,9 +16,20 @@ from au_lightning.data.errors import DatasetFormatError
 from au_lightning.data.formats._common import SourceLog, require_dir
 from au_lightning.data.index import FrameIndex, resolve_aus
 
-__all__ = ["IMAGE_EXTENSIONS", "read_images"]
+__all__ = ["IMAGE_EXTENSIONS", "image_files", "read_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def image_files(root: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
+    """The files under ``root`` (recursively) whose suffix is among ``extensions`` (with or
+    without the dot, any case), as sorted paths relative to ``root``."""
+    suffixes = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.suffix.lower() in suffixes and p.is_file()
+    )
 
 
 def read_images(
@@ -30,17 +41,12 @@ def read_images(
     """Every image under ``root`` (sorted by path), with the label columns of ``aus`` all
     unknown. A folder without images is an error naming it and the extensions looked for."""
     root = require_dir(Path(root), "image folder")
-    suffixes = {e.lower() for e in extensions}
     sources = SourceLog()
     sources.add(root)
-    paths = sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.suffix.lower() in suffixes and p.is_file()
-    )
+    paths = image_files(root, extensions)
     if not paths:
         raise DatasetFormatError(
-            root, "no image files", f"images with a suffix among {', '.join(sorted(suffixes))}"
+            root, "no image files", f"images with a suffix among {', '.join(sorted(extensions))}"
         )
     aus = resolve_aus(aus)
     ids = np.array([p.rsplit(".", 1)[0] for p in paths], dtype=str)
