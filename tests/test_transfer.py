@@ -18,6 +18,7 @@ from au_lightning.cli import main
 from au_lightning.data import AUDataModule, FrameIndex, PretextDataModule, read_images
 from au_lightning.reports import per_au_table
 from au_transfer import Transfer, TransferEnsemble, TransferPretrain, ViewNet
+from tests.layouts import write_affectnet
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH = {"subjects": 6, "videos": 2, "frames": 10, "size": 32, "seed": 2, "workers": 1}
@@ -81,6 +82,21 @@ def test_expression_classes_come_from_the_expression_dataset(cache: Path) -> Non
     assert (pretext.index.expression[rows] >= 0).all()
 
 
+def test_expression_pretext_reads_the_affectnet_layout(tmp_path: Path) -> None:
+    # classes 0..7; 8-10 (none, uncertain, non-face) are not expressions and are left out
+    rows = [(f"1/{i}.png", label) for i, label in enumerate([0, 1, 2, 3, 4, 5, 6, 7, 8, 10] * 2)]
+    write_affectnet(tmp_path, "training.csv", rows)
+    pretext = PretextDataModule(
+        task="expression", dataset="affectnet", root=str(tmp_path), image_size=8, crop_size=8,
+        val_fraction=0.25, cache=False,
+    )  # fmt: skip
+    pretext.setup("fit")
+    assert pretext.num_classes == 8 and pretext.class_names[-1] == "contempt"
+    assert len(pretext.train_rows) + len(pretext.val_rows) == 16
+    labels = pretext.index.expression[np.concatenate([pretext.train_rows, pretext.val_rows])]
+    assert sorted(labels.tolist()) == sorted([0, 1, 2, 3, 4, 5, 6, 7] * 2)
+
+
 def test_identity_on_data_without_subjects_is_refused(cache: Path) -> None:
     pretext = _identity(dataset="emotionet", protocol="kfold", fold=0)
     with pytest.raises(ConfigError, match="one image"):
@@ -114,6 +130,10 @@ def test_transfer_takes_the_pretext_backbone_at_fit_start_not_its_head(tmp_path:
     for key, value in model.net.backbone.state_dict().items():
         assert torch.equal(value, pretext.net.backbone.state_dict()[key]), key
     assert torch.equal(model.net.head.weight, before["head.weight"])  # 4 AUs, not 5 classes
+    missing = Transfer(aus=AUS, **SMALL, pretrained=str(tmp_path / "none.ckpt"))
+    missing._trainer = SimpleNamespace(ckpt_path=None)
+    with pytest.raises(FileNotFoundError, match=r"none\.ckpt not found; train the view's pretext"):
+        missing.on_fit_start()
     # a resumed fit keeps its own weights
     other = Transfer(aus=AUS, **SMALL, pretrained=str(path))
     other._trainer = SimpleNamespace(ckpt_path="resumed.ckpt")

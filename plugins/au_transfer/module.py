@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import lightning as L
@@ -185,6 +186,12 @@ class Transfer(AUMethod):
         pretrained = self.hparams.pretrained
         # a resumed run (trainer.ckpt_path set) keeps its own weights
         if not isinstance(pretrained, bool) and self.trainer.ckpt_path is None:
+            if not Path(pretrained).is_file():
+                raise FileNotFoundError(
+                    f"model.pretrained: {pretrained} not found; train the view's pretext first "
+                    "(configs/transfer_pretrain_identity.yaml or _expression.yaml) or set "
+                    "model.pretrained false"
+                )
             self.net.load_backbone(pretrained)
 
     def configure_optimizers(self) -> dict[str, Any]:
