@@ -45,7 +45,7 @@ PRETEXT_OPTIONS = {
     "pretrain-identity": [],
     "pretrain-expression": ["--model.optimizer=adam", "--model.lr=0.001"],
 }
-UNBALANCED = ["--data.sampler=random", "--model.loss_weights=none"]
+UNBALANCED = ["--data.sampler=random", "--data.sampler_options=null", "--model.loss_weights=none"]
 #: view -> (pretext run or None, options)
 VIEWS = {
     "face": ("pretrain-identity", UNBALANCED),
@@ -62,6 +62,8 @@ RUNGS = {
     "3. F_face + F_emotion": (["face", "emotion"], False),
     "4. + balancing": (["face-balanced", "emotion-balanced"], False),
     "5. + thresholds": (["face-balanced", "emotion-balanced"], True),
+    "F_face balanced alone": (["face-balanced"], False),
+    "F_emotion balanced alone": (["emotion-balanced"], False),
 }
 
 
@@ -119,7 +121,7 @@ def train(runs: Path, epochs: int, pretext_epochs: int) -> None:
 def evaluate(runs: Path) -> dict[str, dict[str, float]]:
     ladder = {}
     for rung, (views, search) in RUNGS.items():
-        directory = runs / "rungs" / rung.split(" ")[0].strip(".")
+        directory = runs / "rungs" / "-".join(rung.replace(".", "").replace("+", "").split())
         paths = ",".join(str(best_checkpoint(runs / v)) for v in views)
         run(
             [

@@ -361,6 +361,14 @@ def test_predict_root_writes_a_csv_row_per_image(workdir: Path, views: list[Path
     (written,) = (workdir / "predict").rglob("predictions.csv")
     rows = list(csv.DictReader(written.open()))
     assert [row["path"] for row in rows] == ["0.png", "1.png", "2.png"]
+    ensemble = [
+        *_au_args(workdir / "ensemble"),
+        "--model=transfer-ensemble",
+        f"--model.views=[{views[0]},{views[1]}]",
+        f"--data.predict_root={photos}",
+    ]
+    with pytest.raises(SystemExit, match="thresholds a test found"):
+        main(["predict", *ensemble])
     model = load_method(views[0]).eval()
     thresholds = model.thresholds
     for row in rows:

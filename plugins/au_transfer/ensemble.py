@@ -16,8 +16,8 @@ class TransferEnsemble(AUMethod):
     average of their per-AU probabilities (Ji et al. Sec. 3.5). It trains nothing:
     evaluate it with ``au-lightning test`` (or ``validate``/``predict``) and no checkpoint.
 
-    With ``threshold_search`` the test first runs the validation split through the
-    ensemble and searches one threshold per AU there (Sec. 3.6) for the best
+    With ``threshold_search`` the test (and ``predict``) first runs the validation split
+    through the ensemble and searches one threshold per AU there (Sec. 3.6) for the best
     ``threshold_criterion``; the test then reports the scores at these thresholds and at
     ``thresholds`` (``untuned``). A single view is evaluated the same way, so every rung of
     the paper's Table 2 is one ``test``. Test results add the final score, (accuracy + F1)
@@ -78,6 +78,17 @@ class TransferEnsemble(AUMethod):
         if self.threshold_search:
             self._search_on_validation()
         super().on_test_epoch_start()
+
+    def on_predict_start(self) -> None:
+        if self.threshold_search:
+            if getattr(self.trainer.datamodule, "index", None) is None:
+                raise ConfigError(
+                    "TransferEnsemble searches its thresholds on the validation split, which "
+                    "data.predict_root leaves unread; pass the thresholds a test found "
+                    "(--model.thresholds [...], its test_results.csv) with "
+                    "--model.threshold_search false"
+                )
+            self._search_on_validation()
 
     def _search_on_validation(self) -> None:
         datamodule = self.trainer.datamodule
