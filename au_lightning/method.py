@@ -22,7 +22,12 @@ from torchmetrics import Metric
 from au_lightning.data.index import positive_rates, resolve_aus
 from au_lightning.errors import ConfigError
 from au_lightning.losses import masked_bce, positive_weights, selective_weights
-from au_lightning.metrics import AUDetectionMetrics, ThresholdSearch, final_scores
+from au_lightning.metrics import (
+    AUDetectionMetrics,
+    ThresholdCriterion,
+    ThresholdSearch,
+    final_scores,
+)
 from au_lightning.reports import write_cv_results, write_results
 from au_lightning.rng import capture_rng_states, restore_rng_states
 
@@ -65,6 +70,7 @@ class AUMethod(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         loss_weights: LossWeights = "none",
+        threshold_criterion: ThresholdCriterion = "f1",
     ) -> None:
         super().__init__()
         if loss_weights not in ("none", "positive", "selective"):
@@ -81,7 +87,7 @@ class AUMethod(L.LightningModule):
         self.val_metrics = AUDetectionMetrics(self.aus, thresholds)
         self.test_metrics = AUDetectionMetrics(self.aus, thresholds)
         self.untuned_test_metrics = AUDetectionMetrics(self.aus, thresholds)
-        self.val_search = ThresholdSearch(len(self.aus))
+        self.val_search = ThresholdSearch(len(self.aus), threshold_criterion)
         # persistent, so that a checkpoint carries the thresholds tuned on its validation
         self.register_buffer("tuned_thresholds", self.val_metrics.thresholds.clone())
 
@@ -185,11 +191,17 @@ class AUMethod(L.LightningModule):
         if self.threshold_search:
             # Model selection stays on the fixed thresholds: F1 at thresholds tuned on the
             # same frames (val/tuned_f1_*) is optimistic.
-            thresholds, f1 = (t.reshape(-1) for t in self.val_search.compute())
-            self.val_search.reset()
-            self.tuned_thresholds.copy_(thresholds)
+            f1 = self.tune_thresholds()
             tuned = {f"val/tuned_f1_AU{a}": float(v) for a, v in zip(self.aus, f1, strict=True)}
             self.log_dict({**tuned, "val/tuned_f1_mean": float(f1.mean())})
+
+    def tune_thresholds(self) -> Tensor:
+        """Search the thresholds of what ``val_search`` accumulated, keep them in
+        ``tuned_thresholds``, reset the search; returns each AU's F1 at its threshold."""
+        thresholds, f1 = (t.reshape(-1) for t in self.val_search.compute())
+        self.val_search.reset()
+        self.tuned_thresholds.copy_(thresholds)
+        return f1
 
     def on_test_epoch_start(self) -> None:
         if self.threshold_search:

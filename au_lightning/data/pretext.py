@@ -162,10 +162,6 @@ class PretextDataModule(AUDataModule):
             raise RuntimeError("call setup() before asking for the classes")
         return self.index.expression_names
 
-    @property
-    def aus(self) -> tuple[int, ...]:
-        return ()
-
     def train_dataloader(self) -> DataLoader:
         dataset = FrameDataset(self.index, self.train_rows, self.train_transform)
         hp = self.hparams

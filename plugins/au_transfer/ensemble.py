@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.utilities import move_data_to_device
 from torch import Tensor, nn
 
-from au_lightning import AUMethod, ConfigError, ThresholdCriterion, ThresholdSearch, load_method
+from au_lightning import AUMethod, ConfigError, ThresholdCriterion, load_method
 
 
 class TransferEnsemble(AUMethod):
@@ -56,13 +56,17 @@ class TransferEnsemble(AUMethod):
                     f"model.views: {path} detects AUs {list(model.aus)}, {views[0]} detects "
                     f"{view_aus}; ensembled views need the same AUs"
                 )
-        super().__init__(view_aus if aus is None else aus, thresholds, threshold_search)
+        super().__init__(
+            view_aus if aus is None else aus,
+            thresholds,
+            threshold_search,
+            threshold_criterion=threshold_criterion,
+        )
         if list(self.aus) != view_aus:
             raise ConfigError(f"model.aus {list(self.aus)} differ from the views' AUs {view_aus}")
         self.save_hyperparameters()
         self.views = nn.ModuleList(models)
         self.views.requires_grad_(False)
-        self.val_search = ThresholdSearch(len(self.aus), threshold_criterion)
 
     def probabilities(self, images: Tensor) -> Tensor:
         """The mean over views of the per-AU probabilities (B, L) (Sec. 3.5)."""
@@ -103,9 +107,7 @@ class TransferEnsemble(AUMethod):
             # the probabilities exactly as the test step computes them from forward
             probs = torch.sigmoid(self(batch["image"]).float())
             self.val_search.update(probs, batch["occurrence"])
-        thresholds, _ = self.val_search.compute()
-        self.val_search.reset()
-        self.tuned_thresholds.copy_(thresholds.reshape(-1))
+        self.tune_thresholds()
 
     def configure_optimizers(self) -> Any:
         raise ConfigError(

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from au_lightning import AUMethod, ConfigError, LossWeights, ThresholdCriterion, ThresholdSearch
+from au_lightning import AUMethod, ConfigError, LossWeights, ThresholdCriterion
 from au_transfer.net import Backbone, Pooling, ViewNet
 
 
@@ -171,9 +171,10 @@ class Transfer(AUMethod):
         lr_step: int = 10,
         loss_weights: LossWeights = "selective",
     ) -> None:
-        super().__init__(aus, thresholds, threshold_search, lr, weight_decay, loss_weights)
+        super().__init__(
+            aus, thresholds, threshold_search, lr, weight_decay, loss_weights, threshold_criterion
+        )
         self.save_hyperparameters()
-        self.val_search = ThresholdSearch(len(self.aus), threshold_criterion)
         # a pretext checkpoint is loaded when fitting starts, so that loading this model's
         # own checkpoint later does not need that file
         imagenet = pretrained if isinstance(pretrained, bool) else False
