@@ -28,6 +28,12 @@ from au_lightning.data.formats import (
     read_rafdb,
     read_table,
 )
+from au_lightning.data.image_cache import (
+    DecodedImages,
+    build_image_cache,
+    find_image_cache,
+    image_cache_path,
+)
 from au_lightning.data.index import (
     AU_SETS,
     FrameIndex,
@@ -35,6 +41,7 @@ from au_lightning.data.index import (
     positive_rates,
     resolve_aus,
 )
+from au_lightning.data.loaders import EvaluationShard, make_loader
 from au_lightning.data.pretext import PretextDataModule, PretextTask
 from au_lightning.data.sampling import (
     SAMPLERS,
@@ -83,11 +90,13 @@ __all__ = [
     "AdaptationEpisodes",
     "AuxiliaryDataModule",
     "DatasetFormatError",
+    "DecodedImages",
     "DrawnBatches",
     "DuplicationBatches",
     "EpisodeBatchSampler",
     "EpisodeDataModule",
     "EpochPlan",
+    "EvaluationShard",
     "Fold",
     "FrameDataset",
     "FrameImages",
@@ -112,18 +121,22 @@ __all__ = [
     "WeightedBatches",
     "WindowDataset",
     "active_aus_per_frame",
+    "build_image_cache",
     "cache_dir",
     "cached_read",
     "consecutive_segments",
     "cross_dataset_fold",
     "eval_transform",
+    "find_image_cache",
     "fold_rows",
     "folds_from_parts",
+    "image_cache_path",
     "imbalance_ratios",
     "intensity_threshold",
     "leave_one_subject_out",
     "load_frame",
     "make_batch_sampler",
+    "make_loader",
     "positive_rates",
     "presence_per_batch",
     "published_folds",

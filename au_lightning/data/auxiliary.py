@@ -19,7 +19,6 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Sampler
 
 from au_lightning.data.datamodules import AUDataModule, Protocol
-from au_lightning.data.datasets import FrameDataset
 from au_lightning.data.index import FrameIndex, positive_rates
 from au_lightning.data.sampling import EpochPlan, LabelBatchSampler
 from au_lightning.data.splits import ValidationStrategy
@@ -266,4 +265,4 @@ class AuxiliaryDataModule(AUDataModule):
         # a seed apart from the AU sampler's, so the streams are not aligned
         sampler = MatchedBatchSampler(plan, seed=self.hparams.seed + 1 + train, leader=leader)
         transform = self.train_transform if train else self.eval_transform
-        return self._loader(FrameDataset(index, rows, transform), sampler)
+        return self._loader(self.frames(index, rows, transform), sampler)

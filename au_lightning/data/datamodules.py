@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from au_lightning.data.cache import cached_read
 from au_lightning.data.datasets import FrameDataset
 from au_lightning.data.formats import read_dataset, read_images, reader_options
+from au_lightning.data.image_cache import DecodedImages, find_image_cache
 from au_lightning.data.index import FrameIndex, resolve_aus
+from au_lightning.data.loaders import make_loader
 from au_lightning.data.sampling import LabelBatchSampler, check_sampler, make_batch_sampler
 from au_lightning.data.splits import (
     Fold,
@@ -76,7 +79,10 @@ class AUDataModule(L.LightningDataModule):
         sampler_options: the sampler's own options, e.g. ``{sampling_size: 4}`` for
             ``momu`` or ``{percentage: 25}`` for ``mlros``.
         seed: seeds the fold assignment, the validation reserve and the sampler's epochs.
-        cache: keep the FrameIndex in an ``.npz`` cache (``$AU_LIGHTNING_CACHE``).
+        cache: use the caches in ``$AU_LIGHTNING_CACHE``: the FrameIndex ``.npz`` and, when
+            ``au-lightning index --cache_images SIZE`` built one for this data at SIZE ==
+            ``image_size``, the decoded images (:func:`~au_lightning.data.find_image_cache`;
+            a cache whose source files changed is not used).
         predict_root: a folder of face images (e.g. from ``au-lightning align``) that
             ``predict`` reads instead of the test split, every AU unknown
             (:func:`au_lightning.data.read_images`); the training data is then not read.
@@ -129,6 +135,7 @@ class AUDataModule(L.LightningDataModule):
         self.predict_images: FrameIndex | None = None
         self.fold: Fold | None = None
         self.train_rows = self.val_rows = self.test_rows = np.zeros(0, dtype=np.int64)
+        self._decoded: dict[int, tuple[FrameIndex, DecodedImages | None]] = {}
 
     def _read(
         self,
@@ -246,19 +253,43 @@ class AUDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() before asking for the AUs")
         return self.index.aus
 
+    def decoded_images(self, index: FrameIndex) -> DecodedImages | None:
+        """The decoded image cache of ``index`` at ``image_size`` when ``cache`` is on and
+        one was built, else None; looked up once per index."""
+        if not self.hparams.cache:
+            return None
+        known = self._decoded.get(id(index))
+        if known is None or known[0] is not index:
+            found = find_image_cache(index, self.hparams.image_size)
+            known = self._decoded[id(index)] = (index, found)
+        return known[1]
+
+    def frames(
+        self,
+        index: FrameIndex,
+        rows: np.ndarray | None,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+    ) -> FrameDataset:
+        """The :class:`FrameDataset` of ``rows`` of ``index`` (None: all), its images read
+        from the decoded image cache when there is one (:meth:`decoded_images`)."""
+        return FrameDataset(index, rows, transform, images=self.decoded_images(index))
+
     def _loader(
-        self, dataset: FrameDataset, batch_sampler: LabelBatchSampler | None = None
+        self,
+        dataset: Dataset,
+        batch_sampler: LabelBatchSampler | None = None,
+        evaluation: bool = True,
     ) -> DataLoader:
-        batching: dict[str, Any] = (
-            {"batch_sampler": batch_sampler}
-            if batch_sampler is not None
-            else {"batch_size": self.hparams.batch_size}
-        )
-        return DataLoader(
+        """Batches from ``batch_sampler``, or ``batch_size`` frames in order; an
+        ``evaluation`` loader takes only its rank's share under DDP
+        (:func:`~au_lightning.data.loaders.make_loader`)."""
+        return make_loader(
             dataset,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            **batching,
+            self.trainer,
+            self.hparams.num_workers,
+            batch_size=self.hparams.batch_size,
+            batch_sampler=batch_sampler,
+            evaluation=evaluation,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -269,16 +300,16 @@ class AUDataModule(L.LightningDataModule):
         batch_sampler = make_batch_sampler(
             hp.sampler, labels, hp.batch_size, hp.seed, hp.sampler_options, self.aus
         )
-        dataset = FrameDataset(self.index, self.train_rows, self.train_transform)
+        dataset = self.frames(self.index, self.train_rows, self.train_transform)
         return self._loader(dataset, batch_sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.val_rows) == 0:
             return []
-        return self._loader(FrameDataset(self.index, self.val_rows, self.eval_transform))
+        return self._loader(self.frames(self.index, self.val_rows, self.eval_transform))
 
     def test_dataloader(self) -> DataLoader:
-        dataset = FrameDataset(self.test_index, self.test_rows, self.eval_transform)
+        dataset = self.frames(self.test_index, self.test_rows, self.eval_transform)
         return self._loader(dataset)
 
     @property
@@ -289,4 +320,4 @@ class AUDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if self.predict_images is None:
             return self.test_dataloader()
-        return self._loader(FrameDataset(self.predict_images, None, self.eval_transform))
+        return self._loader(self.frames(self.predict_images, None, self.eval_transform))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from au_lightning.data.errors import ImageReadError
 from au_lightning.data.index import FrameIndex
 from au_lightning.data.video import read_video_frame
+
+if TYPE_CHECKING:
+    from au_lightning.data.image_cache import DecodedImages
 
 __all__ = ["FrameDataset", "load_frame"]
 
@@ -37,17 +40,25 @@ def load_frame(index: FrameIndex, row: int) -> torch.Tensor:
 class FrameDataset(Dataset[dict[str, Any]]):
     """Items are dicts: ``image`` (float tensor after ``transform``), ``occurrence`` (L,)
     int8 with -1 unknown, ``intensity`` (L,) if the index has it, ``expression`` if it has
-    it, ``subject`` (str) and ``index`` (the row in the FrameIndex)."""
+    it, ``subject`` (str) and ``index`` (the row in the FrameIndex).
+
+    ``images`` (:func:`~au_lightning.data.find_image_cache`) serves the uint8 image of a row
+    from the decoded image cache instead of :func:`load_frame`; ``transform`` is the same
+    (its first step, the resize to the cache's size, then leaves the image unchanged)."""
 
     def __init__(
         self,
         index: FrameIndex,
         rows: np.ndarray | None = None,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        images: DecodedImages | None = None,
     ) -> None:
+        if images is not None and len(images) != len(index):
+            raise ValueError(f"{images!r} has {len(images)} rows; the index has {len(index)}")
         self.index = index
         self.rows = np.arange(len(index)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.transform = transform
+        self.images = images
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -55,7 +66,7 @@ class FrameDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = int(self.rows[i])
         ix = self.index
-        image = load_frame(ix, row)
+        image = self.images[row] if self.images is not None else load_frame(ix, row)
         item: dict[str, Any] = {
             "image": self.transform(image) if self.transform else image,
             "occurrence": torch.from_numpy(ix.occurrence[row]),

@@ -33,7 +33,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from au_lightning.data import transforms
 from au_lightning.data.datamodules import AUDataModule, Protocol
 from au_lightning.data.datasets import load_frame
+from au_lightning.data.image_cache import DecodedImages
 from au_lightning.data.index import FrameIndex, resolve_aus
+from au_lightning.data.loaders import make_loader
 from au_lightning.data.sampling import _OneProcess
 from au_lightning.data.splits import ValidationStrategy
 from au_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -123,6 +125,10 @@ class FrameImages:
         normalize: uint8 batch -> float batch, e.g.
             :func:`~au_lightning.data.transforms.normalize` (the default, ImageNet statistics).
         cache: keep the uint8 images (per process: each DataLoader worker has its own).
+        decoded: the decoded image cache of ``index``
+            (:func:`~au_lightning.data.find_image_cache`), read instead of decoding; its
+            images are already at the resize's image size, so the resize leaves them as
+            they are and only the crop applies.
     """
 
     def __init__(
@@ -131,11 +137,13 @@ class FrameImages:
         resize: Transform | None = None,
         normalize: Transform | None = None,
         cache: bool = True,
+        decoded: DecodedImages | None = None,
     ) -> None:
         self.index = index
         self.resize = resize
         self.normalize = normalize if normalize is not None else transforms.normalize()
         self.cache = cache
+        self.decoded = decoded
         self._uint8: dict[int, torch.Tensor] = {}
 
     @classmethod
@@ -147,16 +155,21 @@ class FrameImages:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         cache: bool = True,
+        decoded: DecodedImages | None = None,
     ) -> FrameImages:
-        """The evaluation pipeline of the data module: resize, center crop, normalize."""
+        """The evaluation pipeline of the data module: resize, center crop, normalize;
+        ``decoded`` must hold the images at ``image_size``."""
+        if decoded is not None and decoded.size != image_size:
+            raise ValueError(f"{decoded!r} holds {decoded.size} px images; need {image_size}")
         resize = transforms.eval_resize(image_size, crop_size)
-        return cls(index, resize, transforms.normalize(mean, std), cache)
+        return cls(index, resize, transforms.normalize(mean, std), cache, decoded)
 
     def uint8(self, row: int) -> torch.Tensor:
         """The resized uint8 image (3, H, W) of a FrameIndex row."""
         image = self._uint8.get(row)
         if image is None:
-            image = load_frame(self.index, row)
+            decoded = self.decoded
+            image = decoded[row] if decoded is not None else load_frame(self.index, row)
             if self.resize is not None:
                 image = self.resize(image)
             if self.cache:
@@ -498,7 +511,8 @@ class EpisodeDataModule(AUDataModule):
       test rows and :attr:`eval_aus`, ``tasks_per_batch`` episodes per batch; each dataset
       has ``tasks`` ((subject, AU) list) and ``shots``.
 
-    Images are resized and center-cropped once per frame and cached (``cache_images``);
+    Images are resized and center-cropped once per frame and cached (``cache_images``),
+    read from the decoded image cache when ``cache`` finds one at ``image_size``;
     ``flip`` flips training episode images at random (deterministically per episode).
 
     Args:
@@ -637,17 +651,15 @@ class EpisodeDataModule(AUDataModule):
         if key not in self._frame_images:
             hp = self.hparams
             self._frame_images[key] = FrameImages.eval(
-                index, hp.image_size, hp.crop_size, hp.mean, hp.std, hp.cache_images
+                index,
+                hp.image_size,
+                hp.crop_size,
+                hp.mean,
+                hp.std,
+                hp.cache_images,
+                self.decoded_images(index),
             )
         return self._frame_images[key]
-
-    def _episode_loader(self, dataset: Dataset, **batching: Any) -> DataLoader:
-        return DataLoader(
-            dataset,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            **batching,
-        )
 
     def train_dataloader(self) -> DataLoader:
         """Meta-batches of training episodes (the batch sampler is built here, so Lightning
@@ -666,7 +678,7 @@ class EpisodeDataModule(AUDataModule):
             flip=hp.flip,
         )
         batch_sampler = EpisodeBatchSampler(hp.tasks_per_batch, hp.meta_batches)
-        return self._episode_loader(dataset, batch_sampler=batch_sampler)
+        return make_loader(dataset, self.trainer, hp.num_workers, batch_sampler=batch_sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.val_rows) == 0:
@@ -682,7 +694,9 @@ class EpisodeDataModule(AUDataModule):
             seed=hp.seed,
             images=self.images(self.index),
         )
-        return self._episode_loader(dataset, batch_size=hp.tasks_per_batch)
+        return make_loader(
+            dataset, self.trainer, hp.num_workers, batch_size=hp.tasks_per_batch, evaluation=True
+        )
 
     def test_dataloader(self) -> list[DataLoader]:  # type: ignore[override]
         """One loader per K of ``shots``, in order."""
@@ -700,7 +714,15 @@ class EpisodeDataModule(AUDataModule):
                 seed=hp.seed,
                 images=self.images(self.test_index),
             )
-            loaders.append(self._episode_loader(dataset, batch_size=hp.tasks_per_batch))
+            loaders.append(
+                make_loader(
+                    dataset,
+                    self.trainer,
+                    hp.num_workers,
+                    batch_size=hp.tasks_per_batch,
+                    evaluation=True,
+                )
+            )
         return loaders
 
     def predict_dataloader(self) -> DataLoader:

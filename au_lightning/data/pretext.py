@@ -26,7 +26,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from au_lightning.data.datamodules import AUDataModule, Protocol
-from au_lightning.data.datasets import FrameDataset
+from au_lightning.data.loaders import make_loader
 from au_lightning.data.splits import validation_reserve
 from au_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from au_lightning.errors import ConfigError
@@ -163,12 +163,8 @@ class PretextDataModule(AUDataModule):
         return self.index.expression_names
 
     def train_dataloader(self) -> DataLoader:
-        dataset = FrameDataset(self.index, self.train_rows, self.train_transform)
+        dataset = self.frames(self.index, self.train_rows, self.train_transform)
         hp = self.hparams
-        return DataLoader(
-            dataset,
-            batch_size=hp.batch_size,
-            shuffle=True,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
+        return make_loader(
+            dataset, self.trainer, hp.num_workers, batch_size=hp.batch_size, shuffle=True
         )

@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from au_lightning.data.datamodules import AUDataModule, Protocol
-from au_lightning.data.datasets import FrameDataset
 from au_lightning.data.index import FrameIndex
+from au_lightning.data.loaders import make_loader
 from au_lightning.data.sequences import (
     WindowDataset,
     active_aus_per_frame,
@@ -188,12 +188,14 @@ class SequenceDataModule(AUDataModule):
             # a new loader every epoch (the staged model reloads): seed by epoch, not once
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             generator = torch.Generator().manual_seed(self.hparams.seed * 100_003 + epoch)
-        return DataLoader(
+        return make_loader(
             dataset,
+            self.trainer,
+            self.hparams.num_workers,
             batch_size=batch_size,
             shuffle=shuffle,
             generator=generator,
-            num_workers=self.hparams.num_workers,
+            evaluation=not shuffle,
         )
 
     def _segment_loader(self, name: Split) -> DataLoader:
@@ -226,5 +228,5 @@ class SequenceDataModule(AUDataModule):
         """The split's frames in row order, with the evaluation transform (no crop or flip
         at random), for extracting per-frame features."""
         index, rows = self.split(name)
-        dataset = FrameDataset(index, rows, self.eval_transform)
-        return self._loader(dataset)
+        dataset = self.frames(index, rows, self.eval_transform)
+        return self._loader(dataset, evaluation=False)  # every rank extracts every frame
