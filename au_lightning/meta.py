@@ -36,6 +36,12 @@ with the batch statistics of the support or query batch, eval mode with the runn
 Inner-loop and query forwards never write the real module's buffers (running mean and
 variance, ``num_batches_tracked``): higher's patched module holds clones of them, and the
 func backend passes clones to ``functional_call``; each call starts from fresh clones.
+
+Precision: the inner loop runs under the Trainer's autocast like any forward, so
+``bf16-mixed`` works (parameters, inner steps and meta-gradients stay float32). float16 does
+not: higher has no GradScaler support, and neither backend scales the inner losses, so
+float16 inner gradients (and MAL's meta-gradient) would underflow unscaled.
+:func:`check_meta_precision` refuses it at setup.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from torch.func import functional_call
 
 from au_lightning.errors import ConfigError
 
-__all__ = ["InnerLoop", "InnerOptimizer", "MetaBackend"]
+__all__ = ["InnerLoop", "InnerOptimizer", "MetaBackend", "check_meta_precision"]
 
 InnerOptimizer = Literal["sgd", "adam"]
 MetaBackend = Literal["higher", "func"]
@@ -59,6 +65,32 @@ LossFn = Callable[[Any, Any], Tensor]
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+
+#: ``trainer.precision`` values of float16 arithmetic, which the inner loop cannot take
+FLOAT16_PRECISIONS: tuple[str, ...] = ("16", "16-mixed", "16-true", "transformer-engine-float16")
+
+
+def check_meta_precision(trainer: Any, method: str) -> None:
+    """Raise :class:`ConfigError` when ``trainer.precision`` is float16 (``16-mixed``,
+    ``16-true``) for ``method``, a method whose training or evaluation differentiates
+    through :class:`InnerLoop`'s steps.
+
+    ``16-mixed`` relies on a GradScaler to keep small float16 gradients from underflowing;
+    higher has no GradScaler support, and the inner gradients (``torch.autograd.grad`` in
+    both backends, and MAL's meta-gradient) are taken from unscaled losses. ``bf16-mixed``
+    has float32's exponent range and needs no scaler; ``32-true`` (and ``64-true``) work
+    as well. ``trainer`` is anything with a ``precision`` attribute (a Lightning Trainer
+    gives e.g. ``"16-mixed"``). On CPU Lightning itself turns ``16-mixed`` into
+    ``bf16-mixed``, which passes.
+    """
+    precision = str(getattr(trainer, "precision", "32-true"))
+    if precision in FLOAT16_PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision {precision} is not supported by {method}: its inner loop "
+            "(higher or torch.func) differentiates through float16 gradients without a "
+            "GradScaler (higher has no GradScaler support); use trainer.precision "
+            "bf16-mixed, or 32-true"
+        )
 
 
 class InnerLoop:

@@ -83,8 +83,16 @@ class TemporalLSTM(nn.Module):
             nn.init.uniform_(parameter, -0.08, 0.08)
 
     def forward(self, features: Tensor) -> Tensor:
-        """Per-frame scores (B, T, L) in [-1, 1] of features (B, T, D)."""
-        h, _ = self.lstm(self.input_dropout(features).transpose(0, 1))
+        """Per-frame scores (B, T, L) in [-1, 1] of features (B, T, D).
+
+        Under autocast (mixed precision) the LSTMs run in the autocast dtype, their input
+        cast to it here: oneDNN's CPU LSTM under bf16 autocast fails on a float32 input
+        ("could not create a primitive descriptor")."""
+        x = self.input_dropout(features).transpose(0, 1)
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            x = x.to(torch.get_autocast_dtype(device))
+        h, _ = self.lstm(x)
         return torch.tanh(self.out(self.output_dropout(h.transpose(0, 1))))
 
 

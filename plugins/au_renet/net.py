@@ -27,8 +27,13 @@ BACKBONES: tuple[str, ...] = get_args(Backbone)
 
 def mix_parameters(relation: Tensor, params: Tensor) -> Tensor:
     """Eq. 5: row c is Σ_k ω_ck p_k / Σ_k ω_ck, for ``relation`` ω (C, C) and per-AU
-    parameters ``params`` (C, F)."""
-    return (relation @ params) / relation.sum(1, keepdim=True)
+    parameters ``params`` (C, F).
+
+    Computed in the parameters' dtype with autocast off: under mixed precision the matmul
+    would round γ and β to bf16/fp16 (steps of 2^-7 at 1, so a small update of γ would not
+    reach the forward), where a plain ``BatchNorm2d`` keeps its affine parameters float32."""
+    with torch.autocast(params.device.type, enabled=False):
+        return (relation @ params) / relation.sum(1, keepdim=True)
 
 
 class AURelationGraph(nn.Module):

@@ -104,8 +104,10 @@ class TransferEnsemble(AUMethod):
             )
         for batch in loader:
             batch = move_data_to_device(batch, self.device)
-            # the probabilities exactly as the test step computes them from forward
-            probs = torch.sigmoid(self(batch["image"]).float())
+            # the probabilities exactly as the test step computes them from forward, with the
+            # Trainer's precision (this hook runs outside the steps' autocast)
+            with self.trainer.precision_plugin.forward_context():
+                probs = torch.sigmoid(self(batch["image"]).float())
             self.val_search.update(probs, batch["occurrence"])
         self.tune_thresholds()
 
