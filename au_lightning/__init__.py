@@ -16,11 +16,12 @@ from au_lightning.data import (
     SplitError,
     read_dataset,
 )
+from au_lightning.distributed import gather_objects
 from au_lightning.errors import ConfigError
 from au_lightning.fewshot_results import AdaptationRecord
 from au_lightning.losses import masked_bce, max_margin_loss, positive_weights, selective_weights
-from au_lightning.meta import InnerLoop, InnerOptimizer, MetaBackend
-from au_lightning.method import AUMethod, LossWeights, PredictionWriter
+from au_lightning.meta import InnerLoop, InnerOptimizer, MetaBackend, check_meta_precision
+from au_lightning.method import AUMethod, LossWeights, PredictionWriter, run_directory
 from au_lightning.metrics import (
     AUDetectionMetrics,
     AUIntensityMetrics,
@@ -68,11 +69,13 @@ __all__ = [
     "ThresholdSearch",
     "__version__",
     "au_visualizations",
+    "check_meta_precision",
     "data",
     "event_f1",
     "f1_at_thresholds",
     "fewshot_results",
     "final_scores",
+    "gather_objects",
     "icc3_1",
     "intensity_mae",
     "load_method",
@@ -86,6 +89,7 @@ __all__ = [
     "read_dataset",
     "registry",
     "reports",
+    "run_directory",
     "search_thresholds",
     "selective_weights",
     "to_uint8",

@@ -16,10 +16,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torchmetrics import Metric
 
 from au_lightning.data.index import positive_rates, resolve_aus
+from au_lightning.distributed import gather_objects
 from au_lightning.errors import ConfigError
 from au_lightning.losses import masked_bce, positive_weights, selective_weights
 from au_lightning.metrics import (
@@ -31,7 +33,7 @@ from au_lightning.metrics import (
 from au_lightning.reports import write_cv_results, write_results
 from au_lightning.rng import capture_rng_states, restore_rng_states
 
-__all__ = ["AUMethod", "LossWeights", "PredictionWriter"]
+__all__ = ["AUMethod", "LossWeights", "PredictionWriter", "run_directory"]
 
 LossWeights = Literal["none", "positive", "selective"]
 
@@ -162,7 +164,9 @@ class AUMethod(L.LightningModule):
     def _evaluate(self, batch: dict[str, Any], stage: str) -> tuple[Tensor, Tensor]:
         logits = self(batch["image"])
         target = batch["occurrence"]
-        self.log(f"{stage}/loss", masked_bce(logits, target), batch_size=len(target))
+        # under DDP the mean over every rank's frames, as in one process
+        loss = masked_bce(logits, target)
+        self.log(f"{stage}/loss", loss, batch_size=len(target), sync_dist=True)
         return torch.sigmoid(logits.float()), target
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -180,7 +184,8 @@ class AUMethod(L.LightningModule):
     def log_scores(self, metrics: Metric, prefix: str) -> dict[str, float]:
         """Log a metric's ``compute()`` dict under ``<prefix>/``, reset it, return the scores."""
         scores = {k: float(v) for k, v in metrics.compute().items()}
-        self.log_dict({f"{prefix}/{k}": v for k, v in scores.items()})
+        # equal on every rank (torchmetrics synchronised them): the sync only marks that
+        self.log_dict({f"{prefix}/{k}": v for k, v in scores.items()}, sync_dist=True)
         metrics.reset()
         return scores
 
@@ -242,14 +247,27 @@ class AUMethod(L.LightningModule):
 
     @property
     def run_dir(self) -> Path:
-        """The logger's directory, or the Trainer's root directory without a logger."""
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        """:func:`run_directory` of the Trainer."""
+        return run_directory(self.trainer)
+
+
+def run_directory(trainer: L.Trainer) -> Path:
+    """The logger's directory (``lightning_logs/version_N``), or the Trainer's root
+    directory without a logger: ``trainer.log_dir`` without its broadcast, so that rank 0
+    alone may ask for it (under DDP ``trainer.log_dir`` is a collective, which would wait
+    for ranks that never call it)."""
+    logger = trainer.logger
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    directory = logger.log_dir if isinstance(logger, (CSVLogger, TensorBoardLogger)) else None
+    return Path(directory or logger.save_dir or trainer.default_root_dir)
 
 
 class PredictionWriter(BasePredictionWriter):
     """Writes ``predict`` output to a CSV: path, subject, frame, ``p_AU<n>`` probabilities and
     ``AU<n>`` decisions at the model's thresholds (rows of the data module's
-    ``predict_index``: the test split, or the images of ``data.predict_root``).
+    ``predict_index``: the test split, or the images of ``data.predict_root``). Under DDP
+    rank 0 writes every rank's rows.
 
     Args:
         output: the CSV path; relative paths are taken inside the run directory.
@@ -267,8 +285,14 @@ class PredictionWriter(BasePredictionWriter):
         batch_indices: Sequence[Any] | None,
     ) -> None:
         index = trainer.datamodule.predict_index
-        rows = torch.cat([p["index"] for p in predictions]).numpy()
+        rows = torch.cat([p["index"] for p in predictions]).cpu().numpy()
         probs = torch.cat([p["probs"] for p in predictions]).cpu().numpy()
+        # under DDP each rank predicted its shard (in order): rank 0 writes them all
+        shards = gather_objects((rows, probs))
+        if not trainer.is_global_zero:
+            return
+        rows = np.concatenate([r for r, _ in shards])
+        probs = np.concatenate([p for _, p in shards])
         aus = pl_module.aus
         decisions = (probs > np.asarray(pl_module.thresholds)).astype(int)
         header = ["path", "subject", "frame", *(f"p_AU{a}" for a in aus), *(f"AU{a}" for a in aus)]
@@ -280,6 +304,6 @@ class PredictionWriter(BasePredictionWriter):
             lines.append(",".join(cells))
         path = Path(self.output)
         if not path.is_absolute():
-            path = Path(trainer.log_dir or trainer.default_root_dir) / path
+            path = run_directory(trainer) / path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")

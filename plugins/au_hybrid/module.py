@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from au_hybrid.net import Backbone, HybridNet
 from au_hybrid.results import HEADS, Head, event_scores, hybrid_table
@@ -19,6 +20,7 @@ from au_lightning import (
     AUDetectionMetrics,
     AUMethod,
     ConfigError,
+    gather_objects,
     masked_bce,
     max_margin_loss,
     mean_over_folds,
@@ -211,6 +213,13 @@ class Hybrid(AUMethod):
             )
 
     def on_fit_start(self) -> None:
+        model = self.trainer.model
+        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+            raise ConfigError(
+                "the hybrid model trains one stage's parameters per step, and DDP must be told "
+                "the others are unused: set trainer.strategy ddp_find_unused_parameters_true "
+                "(or ddp_spawn_find_unused_parameters_true)"
+            )
         # a resumed run keeps its own weights and does not need the file it started from
         if self.hparams.init_from and self.trainer.ckpt_path is None:
             self._load_stages(Path(self.hparams.init_from))
@@ -244,7 +253,22 @@ class Hybrid(AUMethod):
         trained = [s for s in STAGES if self.is_trained(s)]
         logger.info("init_from %s: trained stages %s", path, trained)
 
+    def share_rank_zero_statistics(self) -> None:
+        """Under DDP, give every rank rank 0's buffers (BN running statistics, PCA). DDP
+        copies them only before a training forward, so each rank's statistics follow its own
+        last batch; the features the CNN extracts in evaluation mode must not."""
+        if self.trainer.world_size == 1:
+            return
+        state = self.trainer.strategy.broadcast({k: v.cpu() for k, v in self.net.named_buffers()})
+        with torch.no_grad():
+            for name, buffer in self.net.named_buffers():
+                buffer.copy_(state[name])
+
+    def on_validation_epoch_start(self) -> None:
+        self.share_rank_zero_statistics()
+
     def on_train_epoch_start(self) -> None:
+        self.share_rank_zero_statistics()
         stage = self.stage
         epoch = self.trainer.current_epoch
         if stage == "lstm" and epoch == self.epochs["cnn"] and self._pca_epoch != epoch:
@@ -270,15 +294,18 @@ class Hybrid(AUMethod):
 
     @torch.no_grad()
     def _extract(self, split: Split) -> tuple[np.ndarray, Tensor, Tensor]:
-        """The split's rows with the CNN's features and logits, on the evaluation transform."""
+        """The split's rows with the CNN's features and logits, on the evaluation transform
+        (float32 also when the CNN ran under autocast)."""
         datamodule: SequenceDataModule = self.trainer.datamodule
         _, rows = datamodule.split(split)
         training = self.net.cnn.training
         self.net.cnn.eval()
         features, logits = [], []
         for batch in datamodule.frame_loader(split):
-            f, z = self.net.cnn(batch["image"].to(self.device))
-            features.append(f)
+            # outside the loops: the Trainer's input conversion (e.g. float64) is done here
+            images = self.trainer.precision_plugin.convert_input(batch["image"])
+            f, z = self.net.cnn(images.to(self.device))
+            features.append(f.float())
             logits.append(z.float())
         self.net.cnn.train(training)
         return rows, torch.cat(features), torch.cat(logits)
@@ -296,7 +323,10 @@ class Hybrid(AUMethod):
         index, _ = self.trainer.datamodule.split(split)
         position = np.full(len(index), -1, dtype=np.int64)
         position[rows] = np.arange(len(rows))
-        self._features[split] = FrameFeatures(position, self.net.pca(features), logits)
+        # the projection in float32 wherever it runs (under autocast the matmul would be bf16)
+        with torch.autocast(features.device.type, enabled=False):
+            reduced = self.net.pca(features.float())
+        self._features[split] = FrameFeatures(position, reduced, logits)
 
     def heads(self, split: Split, rows: Tensor) -> dict[Head, Tensor]:
         """Every head's output (B, T, L) for windows of ``rows`` (B, T) of ``split``, from
@@ -322,8 +352,8 @@ class Hybrid(AUMethod):
             size = len(target)
             if stage == "lstm":
                 features, _ = self.frame_features("train").lookup(batch["rows"])
-                scores = self.net.lstm(features)
-                loss = max_margin_loss(scores, target, self.hparams.margin, mask)
+                scores = self.net.lstm(features)  # bf16 under autocast: the loss in float32
+                loss = max_margin_loss(scores.float(), target, self.hparams.margin, mask)
             else:
                 fused = self.heads("train", batch["rows"])["fused"]
                 loss = masked_bce(fused[mask], target[mask])
@@ -425,17 +455,31 @@ class Hybrid(AUMethod):
             self.test_heads[head].update(p, target)
             self._events[head].append((p > thresholds).cpu())
         self._event_targets.append(target.cpu())
-        self._event_videos.append(torch.full((len(target),), batch_idx))
+        # a video is named by its first FrameIndex row, unique across DDP ranks
+        self._event_videos.append(torch.full((len(target),), int(batch["rows"][0, 0])))
+
+    def _gathered_events(self) -> tuple[dict[Head, Tensor], Tensor, Tensor]:
+        """Every rank's test videos (under DDP each rank scored its share): per-frame
+        decisions per head, targets and video ids, concatenated in rank order."""
+        local = (
+            {h: torch.cat(e) for h, e in self._events.items() if e},
+            torch.cat(self._event_targets),
+            torch.cat(self._event_videos),
+        )
+        shards = gather_objects(local)
+        heads = {h: torch.cat([events[h] for events, _, _ in shards]) for h in shards[0][0]}
+        target = torch.cat([t for _, t, _ in shards])
+        videos = torch.cat([v for _, _, v in shards])
+        return heads, target, videos
 
     def on_test_epoch_end(self) -> None:
-        target = torch.cat(self._event_targets)
-        videos = torch.cat(self._event_videos)
+        decisions, target, videos = self._gathered_events()
         scores: dict[str, float] = {}
         for head in HEADS:
-            if not self._events[head]:
+            if head not in decisions:
                 continue
             frame = self.log_scores(self.test_heads[head], f"test/{head}")
-            events = event_scores(torch.cat(self._events[head]), target, videos, self.aus)
+            events = event_scores(decisions[head], target, videos, self.aus)
             self.log_dict({f"test/{head}/{k}": v for k, v in events.items()})
             scores |= {f"{head}/{k}": v for k, v in (frame | events).items()}
         final = self.final_head()

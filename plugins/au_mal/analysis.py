@@ -132,7 +132,7 @@ class ExpressionWeightAnalysis(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self.write(pl_module, trainer.datamodule, Path(trainer.log_dir or "."))
+            self.write(pl_module, trainer.datamodule, pl_module.run_dir)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.on_train_end(trainer, pl_module)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -9,8 +10,17 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
-from au_lightning import AUMethod, ConfigError, InnerLoop, MetaBackend, masked_bce, positive_weights
+from au_lightning import (
+    AUMethod,
+    ConfigError,
+    InnerLoop,
+    MetaBackend,
+    check_meta_precision,
+    masked_bce,
+    positive_weights,
+)
 from au_mal.curves import TrainingCurves
 from au_mal.net import Backbone, MetaWeightNet, MultiTaskNet, MultiTaskOutput, normalized_weights
 
@@ -103,8 +113,12 @@ class MultiTaskAU(AUMethod):
     # -- curves -------------------------------------------------------------------------------
 
     def record(self, batch_size: int, **values: Tensor | float) -> None:
-        """Log ``train/<name>`` and keep the values for the training curves."""
-        values = {k: float(v.detach() if isinstance(v, Tensor) else v) for k, v in values.items()}
+        """Log ``train/<name>`` and keep the values for the training curves (under DDP the
+        mean over the ranks, so that the curves are of every rank's batches)."""
+        stacked = torch.tensor([float(v) for v in values.values()], dtype=torch.float64)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            stacked = self.trainer.strategy.reduce(stacked.to(self.device), reduce_op="mean")
+        values = dict(zip(values, stacked.tolist(), strict=True))
         parts = {f"train/{k}": v for k, v in values.items() if k != "loss"}
         self.log_dict(parts, batch_size=batch_size)
         self.log("train/loss", values["loss"], prog_bar=True, batch_size=batch_size)
@@ -229,17 +243,25 @@ class MAL(MultiTaskAU):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        check_meta_precision(self.trainer, "MAL")
         if stage != "fit":
             return
         if self.trainer.world_size > 1:
-            raise ConfigError(
-                "MAL runs in one process for now: its meta-gradient and unused-parameter "
-                "handling under DDP are not in place; use trainer.devices 1"
+            # ψ's gradient comes from autograd.grad, which DDP's reducer never sees, and the
+            # base update's backward leaves ψ unused: DDP syncs θ only, ψ is synced here
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self, [f"meta_net.{name}" for name, _ in self.meta_net.named_parameters()]
             )
         rates = getattr(self.trainer.datamodule, "reserve_rates", None)
         if rates is not None:
             rates = torch.from_numpy(np.nan_to_num(np.asarray(rates), nan=0.5))
             self.reserve_pos_weight.copy_(positive_weights(rates.float()))
+
+    def on_fit_start(self) -> None:
+        # DDP broadcasts rank 0's θ when it wraps the model, but not the ignored ψ
+        if self.trainer.world_size > 1:
+            state = self.trainer.strategy.broadcast(self.meta_net.state_dict())
+            self.meta_net.load_state_dict(state)
 
     def sample_weights(self, features: Tensor) -> Tensor:
         """w = g(f(x); ψ) (Eq. 4, 9) of features, unnormalised, (B,)."""
@@ -284,7 +306,7 @@ class MAL(MultiTaskAU):
             query_loss_fn=self.validation_loss,
         )
         params = list(self.meta_net.parameters())
-        grads = torch.autograd.grad(val_loss, params)
+        grads = self.mean_over_ranks(torch.autograd.grad(val_loss, params))
         _, meta_opt = self.optimizers()
         meta_opt.optimizer.zero_grad()
         for p, g in zip(params, grads, strict=True):
@@ -292,6 +314,16 @@ class MAL(MultiTaskAU):
         # the raw optimizer: a LightningOptimizer step would count as a global step
         meta_opt.optimizer.step()
         return val_loss.detach()
+
+    def mean_over_ranks(self, grads: Sequence[Tensor]) -> list[Tensor]:
+        """ψ's gradients averaged over the DDP ranks in one all-reduce, as DDP averages θ's
+        (unchanged in one process)."""
+        if self.trainer.world_size == 1:
+            return list(grads)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+        parts = flat.split([g.numel() for g in grads])
+        return [f.view_as(g) for f, g in zip(parts, grads, strict=True)]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if "val" not in batch:

@@ -19,6 +19,7 @@ from au_lightning import (
     InnerLoop,
     InnerOptimizer,
     MetaBackend,
+    check_meta_precision,
     fewshot_results,
 )
 from au_maml.net import Conv4
@@ -89,6 +90,7 @@ class AdaptiveDetector(AUMethod):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        check_meta_precision(self.trainer, type(self).__name__)  # adapts with InnerLoop
         datamodule = getattr(self.trainer, "datamodule", None)
         crop = getattr(getattr(datamodule, "hparams", None), "crop_size", None)
         if crop is not None and crop != self.net.image_size:
@@ -166,8 +168,10 @@ class AdaptiveDetector(AUMethod):
         for loader, metric in zip(self.trainer.test_dataloaders, self._accuracy, strict=True):
             dataset = loader.dataset
             accuracy = metric.compute()
+            with metric.sync_context():  # compute() leaves the states as this rank's again
+                episodes = metric.episodes.cpu().numpy().copy()
             records += fewshot_results.adaptation_records(
-                accuracy.cpu().numpy(), dataset.tasks, dataset.shots, metric.episodes.cpu().numpy()
+                accuracy.cpu().numpy(), dataset.tasks, dataset.shots, episodes
             )
             per_step = accuracy.nanmean(0)
             k = dataset.shots

@@ -111,7 +111,10 @@ class TransferPretrain(L.LightningModule):
         logits = self(batch["image"])
         target = batch["expression"].long()
         loss = F.cross_entropy(logits, target, ignore_index=-1)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(target))
+        training = stage == "train"
+        self.log(
+            f"{stage}/loss", loss, prog_bar=training, batch_size=len(target), sync_dist=not training
+        )
         return loss, logits
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
