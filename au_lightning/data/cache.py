@@ -7,13 +7,14 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from au_lightning.data.formats import read_dataset
 from au_lightning.data.index import FrameIndex
 
-__all__ = ["cache_dir", "cached_read", "sources_unchanged"]
+__all__ = ["cache_dir", "cached_read", "first_changed", "sources_unchanged"]
 
 logger = logging.getLogger("au_lightning.data")
 
@@ -23,17 +24,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AU_LIGHTNING_CACHE") or Path.home() / ".cache" / "au_lightning")
 
 
-def sources_unchanged(index: FrameIndex) -> bool:
-    """Every recorded file and folder still has its size and mtime (a folder's mtime moves
-    when a file is added to or removed from it)."""
-    for path, size, mtime_ns in index.sources:
+def first_changed(sources: Iterable[Sequence[Any]]) -> str | None:
+    """The first of the recorded ``(path, size, mtime_ns)`` whose file or folder is gone or
+    has another size or mtime now (a folder's mtime moves when a file is added to or removed
+    from it); None when all are unchanged."""
+    for path, size, mtime_ns in sources:
         try:
             st = os.stat(path)
         except OSError:
-            return False
+            return str(path)
         if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
-            return False
-    return True
+            return str(path)
+    return None
+
+
+def sources_unchanged(index: FrameIndex) -> bool:
+    """Every file and folder the index recorded still has its size and mtime."""
+    return first_changed(index.sources) is None
 
 
 def cached_read(

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from au_lightning.data.cache import cache_dir
+from au_lightning.data.cache import cache_dir, first_changed
 from au_lightning.data.datasets import load_frame
 from au_lightning.data.errors import ImageReadError
 from au_lightning.data.index import FrameIndex
@@ -88,18 +88,6 @@ def image_sources(index: FrameIndex) -> list[Source]:
     if "video_pos" not in index.extras:
         paths = {posixpath.dirname(p) for p in paths}
     return [_stat(root / p) for p in sorted(paths)]
-
-
-def _first_changed(entries: list[list[Any]]) -> str | None:
-    """The first recorded path whose size or mtime differs now (or that is gone), or None."""
-    for path, size, mtime_ns in entries:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return path
-        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
-            return path
-    return None
 
 
 def _sidecar(file: Path) -> Path:
@@ -189,7 +177,7 @@ def find_image_cache(
     if meta.get("version") != VERSION or meta.get("shape") != list(shape):
         logger.warning("ignoring image cache %s: another version or shape; rebuild it", file)
         return None
-    changed = _first_changed(meta["sources"] + meta["image_sources"])
+    changed = first_changed(meta["sources"] + meta["image_sources"])
     if changed is not None:
         logger.warning(
             "ignoring stale image cache %s: %s changed since it was built; rebuild it with "
