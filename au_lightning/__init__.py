@@ -19,7 +19,13 @@ from au_lightning.data import (
 from au_lightning.distributed import gather_objects
 from au_lightning.errors import ConfigError
 from au_lightning.fewshot_results import AdaptationRecord
-from au_lightning.losses import masked_bce, max_margin_loss, positive_weights, selective_weights
+from au_lightning.losses import (
+    SelectiveTarget,
+    masked_bce,
+    max_margin_loss,
+    positive_weights,
+    selective_weights,
+)
 from au_lightning.meta import InnerLoop, InnerOptimizer, MetaBackend, check_meta_precision
 from au_lightning.method import AUMethod, LossWeights, PredictionWriter, run_directory
 from au_lightning.metrics import (
@@ -64,6 +70,7 @@ __all__ = [
     "LossWeights",
     "MetaBackend",
     "PredictionWriter",
+    "SelectiveTarget",
     "SplitError",
     "ThresholdCriterion",
     "ThresholdSearch",

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["masked_bce", "max_margin_loss", "positive_weights", "selective_weights"]
+__all__ = [
+    "SelectiveTarget",
+    "masked_bce",
+    "max_margin_loss",
+    "positive_weights",
+    "selective_weights",
+]
+
+#: the share selective learning weights each batch toward: ``data``, the training set's base
+#: rate (Ji et al. Sec. 3.4, "the true distribution"), or ``balanced``, 0.5 (Hand et al.)
+SelectiveTarget = Literal["data", "balanced"]
 
 
 def masked_bce(
@@ -93,23 +105,32 @@ def positive_weights(rate: Tensor, max_weight: float = 20.0) -> Tensor:
     return ((1 - rate) / rate.clamp(min=1e-12)).clamp(max=max_weight)
 
 
-def selective_weights(target: Tensor, rate: Tensor) -> Tensor:
+def selective_weights(target: Tensor, rate: Tensor, goal: SelectiveTarget = "data") -> Tensor:
     """Selective-learning weights (Hand et al. 2018), the w of Ji et al. 2020 Eq. 1 (Sec. 3.4).
 
     Per AU, the batch's positive share among its known labels b = n+ / (n+ + n-) is
-    compared with the target share t = ``rate`` (the training set's true distribution):
+    compared with the target share t:
 
     * b > t (positives over-represented): negatives get n+ (1 - t) / (n- t), positives 1;
     * b < t (under-represented): positives get n- t / (n+ (1 - t)), negatives 1;
     * b = t, or one class absent from the batch: every label 1.
 
     Either way the weighted positive share of the batch equals t. Unknown labels get 0.
+
+    ``goal`` chooses t. ``data`` (the default, Ji et al.'s reading: "the whole distribution
+    of labels ... calculating all the labels across the database", "the true distribution")
+    takes t = ``rate``, the training set's base rate per AU. Each batch is then weighted back
+    to the base rates, which undoes the oversampling of an MLROS batch. ``balanced`` takes
+    t = 0.5 for every AU (``rate`` is unused), the balanced target of Hand et al., so that
+    each batch's positives and negatives weigh alike.
     Returns ``(B, L)`` float weights for ``target`` ``(B, L)`` in {-1, 0, 1}.
     """
+    if goal not in ("data", "balanced"):
+        raise ValueError(f"selective target must be data or balanced, got {goal!r}")
     known = target >= 0
     pos = (target == 1).sum(0).to(torch.float32)
     neg = (target == 0).sum(0).to(torch.float32)
-    t = rate.to(pos).clamp(1e-6, 1 - 1e-6)
+    t = torch.full_like(pos, 0.5) if goal == "balanced" else rate.to(pos).clamp(1e-6, 1 - 1e-6)
     both = (pos > 0) & (neg > 0)
     share = pos / (pos + neg).clamp(min=1)
     ones = torch.ones_like(pos)

@@ -23,7 +23,12 @@ from torchmetrics import Metric
 from au_lightning.data.index import positive_rates, resolve_aus
 from au_lightning.distributed import gather_objects
 from au_lightning.errors import ConfigError
-from au_lightning.losses import masked_bce, positive_weights, selective_weights
+from au_lightning.losses import (
+    SelectiveTarget,
+    masked_bce,
+    positive_weights,
+    selective_weights,
+)
 from au_lightning.metrics import (
     AUDetectionMetrics,
     ThresholdCriterion,
@@ -51,8 +56,13 @@ class AUMethod(L.LightningModule):
         lr, weight_decay: Adam's settings (subclasses may override ``configure_optimizers``).
         loss_weights: ``none``; ``positive``: positives weighted by ``(1 - p) / p`` of the
             training base rates p; ``selective``: selective learning, each batch's labels
-            reweighted toward the training base rates (Ji et al. Eq. 1, see
+            reweighted toward a target share (Ji et al. Eq. 1, see
             :func:`au_lightning.losses.selective_weights`).
+        threshold_criterion: what ``threshold_search`` maximises (``f1`` or ``score``).
+        selective_target: the target share of ``loss_weights: selective``: ``data``, the
+            training base rates (Ji et al. Sec. 3.4's "true distribution", the default;
+            it weights an MLROS batch back to the base rates), or ``balanced``, 0.5 for
+            every AU (Hand et al.'s balanced target).
 
     Subclasses call ``self.save_hyperparameters()`` in their ``__init__``, so checkpoints
     hold only primitives and load with ``torch.load(weights_only=True)``.
@@ -73,16 +83,22 @@ class AUMethod(L.LightningModule):
         weight_decay: float = 0.0,
         loss_weights: LossWeights = "none",
         threshold_criterion: ThresholdCriterion = "f1",
+        selective_target: SelectiveTarget = "data",
     ) -> None:
         super().__init__()
         if loss_weights not in ("none", "positive", "selective"):
             raise ConfigError(
                 f"loss_weights must be none, positive or selective, got {loss_weights!r}"
             )
+        if selective_target not in ("data", "balanced"):
+            raise ConfigError(
+                f"selective_target must be data or balanced, got {selective_target!r}"
+            )
         self.aus: tuple[int, ...] = resolve_aus(aus)
         self.lr = lr
         self.weight_decay = weight_decay
         self.loss_weights = loss_weights
+        self.selective_target = selective_target
         self.threshold_search = threshold_search
         # the training split's per-AU positive rate, set when fitting starts
         self.register_buffer("base_rate", torch.full((len(self.aus),), 0.5))
@@ -116,7 +132,8 @@ class AUMethod(L.LightningModule):
         if self.loss_weights == "positive":
             return masked_bce(logits, target, pos_weight=positive_weights(rate))
         if self.loss_weights == "selective":
-            return masked_bce(logits, target, weight=selective_weights(target, rate))
+            weight = selective_weights(target, rate, self.selective_target)
+            return masked_bce(logits, target, weight=weight)
         return masked_bce(logits, target)
 
     # -- Lightning hooks ----------------------------------------------------------------------

@@ -13,7 +13,13 @@ import torch
 import yaml
 from PIL import Image
 
-from au_lightning import ConfigError, final_scores, load_method, search_thresholds
+from au_lightning import (
+    ConfigError,
+    final_scores,
+    load_method,
+    search_thresholds,
+    selective_weights,
+)
 from au_lightning.cli import main
 from au_lightning.data import AUDataModule, FrameIndex, PretextDataModule, read_images
 from au_lightning.reports import per_au_table
@@ -46,14 +52,18 @@ def _identity(**overrides: object) -> PretextDataModule:
 # -- pretext data (Sec. 3.3) --------------------------------------------------------------
 
 
-def test_identity_classes_are_the_folds_training_subjects_only(cache: Path) -> None:
+def _subjects(data: AUDataModule, rows: np.ndarray) -> set[str]:
+    return {str(s) for s in data.index.subject[rows]}
+
+
+def test_identity_classes_are_the_au_stages_training_subjects_only(cache: Path) -> None:
     pretext = _identity()
     pretext.setup("fit")
-    au = _au_data(val_strategy="none")
+    au = _au_data()  # the AU stage: val_strategy subjects, val_fraction 0.2, seed 0
     au.setup("fit")
     index = pretext.index
-    train_subjects = set(au.index.subject[au.train_rows])
-    test_subjects = set(au.index.subject[au.test_rows])
+    train_subjects = _subjects(au, au.train_rows)
+    test_subjects = _subjects(au, au.test_rows) | _subjects(au, au.val_rows)
     assert set(pretext.class_names) == train_subjects and not train_subjects & test_subjects
     # every training subject has training and validation frames, labelled by its class
     for rows in (pretext.train_rows, pretext.val_rows):
@@ -67,6 +77,79 @@ def test_identity_classes_are_the_folds_training_subjects_only(cache: Path) -> N
     assert set(pretext.test_rows) == set(pretext.val_rows)
     batch = next(iter(pretext.train_dataloader()))
     assert batch["expression"].min() >= 0 and batch["image"].shape[1:] == (3, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "fold", "seed", "fraction"),
+    [("bp4d_3fold", "part1", 0, 0.2), ("bp4d_3fold", "part1", 1, 0.2),
+     ("bp4d_3fold", "part3", 1, 0.5), ("kfold", 0, 3, 0.2)],
+)  # fmt: skip
+def test_identity_pretext_never_holds_an_au_validation_or_test_subject(
+    cache: Path, caplog: pytest.LogCaptureFixture, protocol: str, fold: object, seed: int,
+    fraction: float,
+) -> None:  # fmt: skip
+    split = {"protocol": protocol, "fold": fold, "seed": seed}
+    au = _au_data(**split, val_strategy="subjects", val_fraction=fraction)
+    au.setup("fit")
+    au_val, au_test = _subjects(au, au.val_rows), _subjects(au, au.test_rows)
+    assert au_val and au_test
+    with caplog.at_level("INFO", logger="au_lightning.data"):
+        pretext = _identity(**split, au_val_strategy="subjects", au_val_fraction=fraction)
+        pretext.setup("fit")
+    served = np.concatenate([pretext.train_rows, pretext.val_rows, pretext.test_rows])
+    pretext_subjects = _subjects(pretext, served) | set(pretext.class_names)
+    assert not pretext_subjects & au_val, "an AU validation subject leaked into the pretext"
+    assert not pretext_subjects & au_test, "an AU test subject leaked into the pretext"
+    assert pretext_subjects == _subjects(au, au.train_rows)
+    # the frames of the left-out subjects have no class
+    left_out = np.isin(pretext.index.subject, sorted(au_val | au_test))
+    assert (pretext.index.expression[left_out] == -1).all()
+    # explicit: the module says what it left out, and so does the log
+    assert set(pretext.excluded_subjects["au_val"]) == au_val
+    assert set(pretext.excluded_subjects["test"]) == au_test
+    (message,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert all(name in message for name in au_val | au_test)
+    assert f"val_fraction {fraction:g}, seed {seed}" in message
+
+
+def test_identity_pretext_without_the_exclusion_would_leak(cache: Path) -> None:
+    # the control for the test above: the AU stage's validation subjects are training
+    # subjects of the fold, so only the exclusion keeps them out of the pretext
+    au = _au_data()
+    au.setup("fit")
+    leaky = _identity(au_val_strategy="none")
+    leaky.setup("fit")
+    assert _subjects(au, au.val_rows) <= set(leaky.class_names)
+    assert leaky.excluded_subjects["au_val"] == ()
+
+
+def test_identity_pretext_with_a_frames_reserve_leaves_out_those_frames(cache: Path) -> None:
+    au = _au_data(val_strategy="frames", val_fraction=0.25)
+    au.setup("fit")
+    pretext = _identity(au_val_strategy="frames", au_val_fraction=0.25)
+    pretext.setup("fit")
+    # the subjects stay (the AU stage trains on them too); its validation frames do not
+    assert set(pretext.class_names) == _subjects(au, au.train_rows)
+    served = set(pretext.index.path[np.concatenate([pretext.train_rows, pretext.val_rows])])
+    assert not served & set(au.index.path[au.val_rows])
+    assert served == set(au.index.path[au.train_rows])
+    assert pretext.excluded_subjects["au_val"] == ()
+
+
+def test_shipped_face_pretext_config_leaves_out_the_au_configs_val_subjects(
+    cache: Path,
+) -> None:
+    # configs/transfer_pretrain_identity.yaml and configs/transfer_bp4d.yaml, on the tests'
+    # small SynthAU set: the split options of the two must agree
+    pretext_args = yaml.safe_load((ROOT / "configs/transfer_pretrain_identity.yaml").read_text())
+    au_args = yaml.safe_load((ROOT / "configs/transfer_bp4d.yaml").read_text())
+    small = {"synth": SYNTH, "image_size": 32, "crop_size": 28}
+    pretext = PretextDataModule(**(pretext_args["data"]["init_args"] | small))
+    au = AUDataModule(**(au_args["data"]["init_args"] | small | {"aus": AUS}))
+    pretext.setup("fit")
+    au.setup("fit")
+    assert not set(pretext.class_names) & (_subjects(au, au.val_rows) | _subjects(au, au.test_rows))
+    assert set(pretext.class_names) == _subjects(au, au.train_rows)
 
 
 def test_expression_classes_come_from_the_expression_dataset(cache: Path) -> None:
@@ -140,6 +223,50 @@ def test_transfer_takes_the_pretext_backbone_at_fit_start_not_its_head(tmp_path:
     kept = other.net.backbone.conv1.weight.clone()
     other.on_fit_start()
     assert torch.equal(other.net.backbone.conv1.weight, kept)
+
+
+def test_pretext_checkpoint_records_its_task_and_classes() -> None:
+    model = TransferPretrain(**SMALL, num_classes=2)
+    datamodule = SimpleNamespace(class_names=("F003", "M010"), hparams={"task": "identity"})
+    model._trainer = SimpleNamespace(datamodule=datamodule)
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["pretext"] == {"task": "identity", "classes": ["F003", "M010"]}
+
+
+def _au_stage(subjects: list[str], val: list[int], test: list[int]) -> SimpleNamespace:
+    index = SimpleNamespace(subject=np.array(subjects))
+    return SimpleNamespace(
+        index=index, test_index=index, val_rows=np.array(val), test_rows=np.array(test)
+    )
+
+
+@pytest.mark.parametrize(
+    ("classes", "refused"),
+    [(["A", "B"], None), (["A", "B", "C"], "validation subjects C"),
+     (["A", "D"], "test subjects D"), (["C", "D"], "validation subjects C and test subjects D")],
+)  # fmt: skip
+def test_transfer_refuses_a_face_pretext_taught_its_val_or_test_subjects(
+    tmp_path: Path, classes: list[str], refused: str | None
+) -> None:
+    pretext = TransferPretrain(**SMALL, num_classes=len(classes))
+    path = tmp_path / "face.ckpt"
+    record = {"task": "identity", "classes": classes}
+    torch.save({"state_dict": pretext.state_dict(), "pretext": record}, path)
+    model = Transfer(aus=AUS, **SMALL, pretrained=str(path))
+    # subjects A, B train; C validates; D tests
+    datamodule = _au_stage(["A", "A", "B", "C", "C", "D"], val=[3, 4], test=[5])
+    model._trainer = SimpleNamespace(ckpt_path=None, datamodule=datamodule)
+    if refused is None:
+        model.on_fit_start()
+        return
+    with pytest.raises(ConfigError, match=f"include this run's {refused}"):
+        model.on_fit_start()
+    # an expression pretext's classes are not subjects: never refused
+    torch.save(
+        {"state_dict": pretext.state_dict(), "pretext": record | {"task": "expression"}}, path
+    )
+    model.on_fit_start()
 
 
 def test_pretext_of_another_backbone_is_named(tmp_path: Path) -> None:
@@ -232,6 +359,77 @@ def test_ensemble_refuses_views_with_other_aus(tmp_path: Path) -> None:
         TransferEnsemble(views=[])
 
 
+# -- selective learning's target (Sec. 3.4) ------------------------------------------------
+
+# A batch of 8 frames, 3 AUs; training base rates 0.1, 0.4, 0.05.
+#   AU a: 2 of 8 positive (share 0.25).
+#   AU b: 6 of 7 known positive (share 6/7), one unknown.
+#   AU c: no positive.
+SL_BATCH = torch.tensor(
+    [[1, 1, 0], [1, 1, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0], [0, 0, 0], [0, -1, 0]]
+)
+SL_RATE = torch.tensor([0.1, 0.4, 0.05])
+# target data (t = the base rates):
+#   a: 0.25 > 0.1, negatives weigh n+ (1 - t) / (n- t) = 2 * 0.9 / (6 * 0.1) = 3, positives 1
+#   b: 6/7 > 0.4, the negative weighs 6 * 0.6 / (1 * 0.4) = 9, positives 1
+#   c: one class only: all 1
+SL_DATA = [[1, 1, 1], [1, 1, 1], [3, 1, 1], [3, 1, 1], [3, 1, 1], [3, 1, 1], [3, 9, 1], [3, 0, 1]]
+# target balanced (t = 0.5):
+#   a: 0.25 < 0.5, positives weigh n- t / (n+ (1 - t)) = 6 * 0.5 / (2 * 0.5) = 3, negatives 1
+#   b: 6/7 > 0.5, the negative weighs 6 * 0.5 / (1 * 0.5) = 6, positives 1
+#   c: one class only: all 1
+SL_BALANCED = [
+    [3, 1, 1],
+    [3, 1, 1],
+    [1, 1, 1],
+    [1, 1, 1],
+    [1, 1, 1],
+    [1, 1, 1],
+    [1, 6, 1],
+    [1, 0, 1],
+]
+
+
+@pytest.mark.parametrize(
+    ("goal", "expected", "shares"),
+    [("data", SL_DATA, (0.1, 0.4)), ("balanced", SL_BALANCED, (0.5, 0.5))],
+)
+def test_selective_weights_of_both_targets_by_hand(
+    goal: str, expected: list[list[int]], shares: tuple[float, float]
+) -> None:
+    weights = selective_weights(SL_BATCH, SL_RATE, goal)
+    torch.testing.assert_close(weights, torch.tensor(expected, dtype=torch.float32))
+    # the weighted positive share of each AU with both classes is the target's
+    for j, share in enumerate(shares):
+        pos = (weights[:, j] * (SL_BATCH[:, j] == 1)).sum() / weights[:, j].sum()
+        assert float(pos) == pytest.approx(share)
+    with pytest.raises(ValueError, match="data or balanced"):
+        selective_weights(SL_BATCH, SL_RATE, "true")
+
+
+@pytest.mark.parametrize(
+    ("goal", "pos_weight", "neg_weight"),
+    # sums of the weights above over the positives and over the known negatives
+    [("data", 2 + 6, 18 + 9 + 8), ("balanced", 6 + 6, 6 + 6 + 8)],
+)
+def test_transfer_selective_loss_of_both_targets_by_hand(
+    goal: str, pos_weight: int, neg_weight: int
+) -> None:
+    model = Transfer(aus=[1, 2, 4], **SMALL, selective_target=goal)
+    assert model.hparams.selective_target == goal
+    model.base_rate.copy_(SL_RATE)
+    logits = torch.ones(8, 3)  # every label's BCE: log(1 + e^-1) if positive, log(1 + e) if not
+    known = 23
+    expected = (pos_weight * np.log1p(np.exp(-1)) + neg_weight * np.log1p(np.exp(1))) / known
+    assert float(model.label_loss(logits, SL_BATCH)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_selective_target_is_data_by_default_and_checked() -> None:
+    assert Transfer(aus=AUS, **SMALL).selective_target == "data"
+    with pytest.raises(ConfigError, match="selective_target must be data or balanced"):
+        Transfer(aus=AUS, **SMALL, selective_target="true")
+
+
 # -- the command line ------------------------------------------------------------------------
 
 
@@ -311,6 +509,24 @@ def test_pretext_views_ensemble_and_thresholds_through_the_cli(
     assert got == pytest.approx(expected.tolist(), abs=5e-4)
 
 
+def test_a_face_pretext_taught_the_au_validation_subjects_is_refused(workdir: Path) -> None:
+    # the pretext as it was before the exclusion (au_val_strategy none: the AU stage's
+    # validation subjects become classes); the AU stage then refuses it when fitting starts
+    main(
+        [
+            "fit", f"--config={ROOT / 'configs/transfer_pretrain_identity.yaml'}",
+            f"--data.synth={SYNTH_ARG}", "--data.image_size=32", "--data.crop_size=28",
+            "--data.batch_size=8", "--model.in_size=28", "--data.au_val_strategy=none",
+            *_tiny_trainer(workdir / "leaky"), "--trainer.callbacks=[]",
+            "--trainer.enable_checkpointing=true",
+        ]
+    )  # fmt: skip
+    (leaky,) = (workdir / "leaky").rglob("*.ckpt")
+    assert "M011" in torch.load(leaky, weights_only=True)["pretext"]["classes"]
+    with pytest.raises(SystemExit, match="include this run's validation subjects M011"):
+        main(["fit", *_au_args(workdir / "face"), f"--model.pretrained={leaky}"])
+
+
 def test_configs_say_mlros_selective_and_the_paper_optimizer(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -323,9 +539,26 @@ def test_configs_say_mlros_selective_and_the_paper_optimizer(
         assert config["model"]["class_path"] == "au_transfer.Transfer"
         assert (model["aus"], data["aus"]) == (aus, aus)
         assert (data["sampler"], model["loss_weights"]) == ("mlros", "selective")
+        assert model["selective_target"] == "data"  # Sec. 3.4: the true distribution
         assert model["threshold_search"] and model["threshold_criterion"] == "score"
         assert (model["lr"], model["momentum"], model["weight_decay"]) == (0.01, 0.9, 1e-5)
         assert data["batch_size"] == 16
+
+
+def test_cli_exposes_the_selective_target_as_a_choice(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["au-lightning"])
+    config = f"--config={ROOT / 'configs/transfer_bp4d.yaml'}"
+    with pytest.raises(SystemExit):
+        main(["fit", config, "--model.selective_target=balanced", "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["selective_target"] == (
+        "balanced"
+    )
+    with pytest.raises(SystemExit) as refused:
+        main(["fit", config, "--model.selective_target=true", "--print_config"])
+    assert refused.value.code != 0
+    assert "selective_target" in capsys.readouterr().err
 
 
 # -- predicting a folder of images -----------------------------------------------------------

@@ -9,9 +9,12 @@ column:
 - ``expression``: an expression dataset (``rafdb``, ``affectnet``) read whole; a
   ``val_fraction`` of its images (its subjects: one per image) is held out for validation.
 - ``identity``: the subjects of an AU dataset (``bp4d``, ``disfa``, ``table`` ...) as the
-  classes. Only the subjects the configured fold trains on are used, so a later AU test on
-  that fold never meets a face the backbone was taught to recognise; a ``val_fraction``
-  of each subject's frames is held out for validation.
+  classes. Only the frames the AU stage on the configured fold trains on are used: its
+  test subjects and the validation reserve it draws (``au_val_strategy``,
+  ``au_val_fraction`` and ``seed``, which must be that stage's ``val_strategy``,
+  ``val_fraction`` and ``seed``) are left out, so neither its model selection and
+  thresholds nor its test meet a face the backbone was taught to recognise. A
+  ``val_fraction`` of each remaining subject's frames is held out for validation.
 
 The test loader serves the validation frames (a pretext model is judged there).
 """
@@ -27,7 +30,12 @@ from torch.utils.data import DataLoader
 
 from au_lightning.data.datamodules import AUDataModule, Protocol
 from au_lightning.data.loaders import make_loader
-from au_lightning.data.splits import validation_reserve
+from au_lightning.data.splits import (
+    ValidationStrategy,
+    fold_rows,
+    select_fold,
+    validation_reserve,
+)
 from au_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from au_lightning.errors import ConfigError
 
@@ -50,8 +58,18 @@ class PretextDataModule(AUDataModule):
         dataset, root, synth, reader_options: the dataset, as in :class:`AUDataModule`.
         protocol, num_folds, fold, parts: ``identity`` only: the AU fold whose training
             subjects are the classes (its test subjects are left out).
+        au_val_strategy, au_val_fraction: ``identity`` only: the AU stage's
+            ``val_strategy`` and ``val_fraction`` (with ``seed``, its ``seed``). The
+            validation reserve they draw from the fold's training subjects is left out:
+            with ``subjects`` (the default, as in ``configs/transfer*.yaml``) those whole
+            subjects, with ``frames`` those frames, with ``none`` nothing.
         val_fraction: held-out images (``expression``) or frames per subject (``identity``).
+        seed: the AU stage's ``seed`` (``identity``: it draws a ``kfold`` fold and the AU
+            validation reserve); it also draws this module's own validation reserve.
         other arguments: see :class:`AUDataModule`.
+
+    After ``setup``, :attr:`excluded_subjects` maps ``"test"`` and ``"au_val"`` to the
+    subjects left out (``identity``; empty for ``expression``), as the log says.
     """
 
     def __init__(
@@ -65,6 +83,8 @@ class PretextDataModule(AUDataModule):
         num_folds: int = 3,
         fold: int | str = 0,
         parts: dict[str, list[str]] | None = None,
+        au_val_strategy: ValidationStrategy = "subjects",
+        au_val_fraction: float = 0.2,
         val_fraction: float = 0.1,
         image_size: int = 256,
         crop_size: int = 224,
@@ -80,6 +100,10 @@ class PretextDataModule(AUDataModule):
             raise ConfigError(f"data.task must be expression or identity, got {task!r}")
         if task == "expression" and protocol == "cross":
             raise ConfigError("data.protocol 'cross' has no meaning for the expression task")
+        if au_val_strategy not in ("subjects", "frames", "none"):
+            raise ConfigError(
+                f"data.au_val_strategy must be subjects, frames or none, got {au_val_strategy!r}"
+            )
         super().__init__(
             dataset=dataset,
             root=root,
@@ -106,6 +130,7 @@ class PretextDataModule(AUDataModule):
             aus=None, val_strategy="frames", sampler="random", sampler_options=None,
             test_dataset=None, test_root=None, test_reader_options=None, test_synth=None,
         )  # fmt: skip
+        self.excluded_subjects: dict[str, tuple[str, ...]] = {"test": (), "au_val": ()}
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
@@ -131,16 +156,50 @@ class PretextDataModule(AUDataModule):
         )
 
     def _setup_identity(self, stage: str | None) -> None:
-        super().setup(stage)  # the fold; validation: frames of every training subject
-        index = self.index
-        rows = np.concatenate([self.train_rows, self.val_rows])
-        subjects, counts = np.unique(index.subject_code[rows], return_counts=True)
+        hp = self.hparams
+        index = self._read(hp.dataset, hp.root, hp.reader_options, hp.synth)
+        if hp.protocol == "cross":
+            raise ConfigError(
+                "data.protocol 'cross' has no fold of training subjects for the identity task"
+            )
+        self.fold = select_fold(self.folds(index), hp.fold)
+        fold_train, test_rows = fold_rows(index, self.fold)
+        # the AU stage's split of the same fold: its validation reserve is left out too
+        au_train, au_val = validation_reserve(
+            index, fold_train, hp.au_val_strategy, hp.au_val_fraction, hp.seed
+        )
+        subjects, counts = np.unique(index.subject_code[au_train], return_counts=True)
         if counts.max(initial=0) < 2:
             raise ConfigError(
                 f"identity classification needs subjects with several frames; every "
                 f"{self.hparams.dataset} subject has one image (EmotioNet-style data): use "
                 "an AU dataset with subject ids (bp4d, disfa, table) for the face view"
             )
+        names = index.subject_names
+        au_val_subjects = np.setdiff1d(index.subject_code[au_val], index.subject_code[au_train])
+        self.excluded_subjects = {
+            "test": tuple(str(n) for n in names[np.unique(index.subject_code[test_rows])]),
+            "au_val": tuple(str(n) for n in names[au_val_subjects]),
+        }
+        left_out = (
+            f"subjects {', '.join(self.excluded_subjects['au_val'])}"
+            if au_val_subjects.size
+            else f"{len(au_val)} frames"
+        )
+        logger.info(
+            "%s identity pretext, fold %s: left out the test subjects (%s) and the AU "
+            "stage's validation reserve (val_strategy %s, val_fraction %g, seed %d: %s)",
+            hp.dataset,
+            self.fold.name,
+            ", ".join(self.excluded_subjects["test"]),
+            hp.au_val_strategy,
+            hp.au_val_fraction,
+            hp.seed,
+            left_out,
+        )
+        self.train_rows, self.val_rows = validation_reserve(
+            index, au_train, "frames", hp.val_fraction, hp.seed
+        )
         # int16, not the column's usual int8: BP4D+ alone has 140 subjects
         classes = np.full(len(index.subject_names), -1, dtype=np.int16)
         classes[subjects] = np.arange(len(subjects))

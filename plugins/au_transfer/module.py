@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from au_lightning import AUMethod, ConfigError, LossWeights, ThresholdCriterion
+from au_lightning import (
+    AUMethod,
+    ConfigError,
+    LossWeights,
+    SelectiveTarget,
+    ThresholdCriterion,
+)
 from au_transfer.net import Backbone, Pooling, ViewNet
 
 
@@ -33,6 +41,56 @@ def paper_optimizer(
         optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=0.1)
     return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+#: the checkpoint entry in which a pretext run records its task and classes
+PRETEXT_KEY = "pretext"
+
+
+def pretext_classes(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The ``{"task", "classes"}`` a :class:`TransferPretrain` checkpoint recorded (None for
+    a checkpoint without them: an older run, or weights from elsewhere)."""
+    try:
+        loaded = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, ValueError, pickle.UnpicklingError):
+        return None  # not a zip checkpoint of plain data: loading the backbone will tell
+    return loaded.get(PRETEXT_KEY) if isinstance(loaded, dict) else None
+
+
+def check_pretext_subjects(checkpoint: str | Path, datamodule: object) -> None:
+    """Refuse an identity pretext that was taught a subject the AU stage validates or tests
+    on: the backbone would then know those faces, and validation (model selection and the
+    Sec. 3.6 thresholds) or the test would be optimistic. ``PretextDataModule`` leaves those
+    subjects out when its ``au_val_strategy``, ``au_val_fraction`` and ``seed`` are the AU
+    stage's ``val_strategy``, ``val_fraction`` and ``seed``."""
+    recorded = pretext_classes(checkpoint)
+    if not recorded or recorded.get("task") != "identity":
+        return
+    index = getattr(datamodule, "index", None)
+    if index is None:
+        return
+    test_index = getattr(datamodule, "test_index", None)
+    taught = set(recorded["classes"])
+    leaks = []
+    for what, rows, source in (
+        ("validation", getattr(datamodule, "val_rows", None), index),
+        (
+            "test",
+            getattr(datamodule, "test_rows", None),
+            index if test_index is None else test_index,
+        ),
+    ):
+        rows = np.asarray([] if rows is None else rows, dtype=np.int64)
+        seen = sorted(taught & {str(s) for s in np.unique(source.subject[rows])})
+        if seen:
+            leaks.append(f"{what} subjects {', '.join(seen)}")
+    if leaks:
+        raise ConfigError(
+            f"model.pretrained: {checkpoint} is an identity pretext whose classes include this "
+            f"run's {' and '.join(leaks)}. Train the pretext on the same fold with "
+            "data.au_val_strategy, data.au_val_fraction and data.seed set to this run's "
+            "data.val_strategy, data.val_fraction and data.seed, so that it leaves them out"
+        )
 
 
 class TransferPretrain(L.LightningModule):
@@ -107,6 +165,15 @@ class TransferPretrain(L.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # which subjects the backbone learned to recognise: Transfer checks them against
+        # the subjects its AU stage validates and tests on (check_pretext_subjects)
+        datamodule = getattr(self._trainer, "datamodule", None)
+        names = getattr(datamodule, "class_names", None)
+        if names is not None:
+            task = getattr(datamodule, "hparams", {}).get("task")
+            checkpoint[PRETEXT_KEY] = {"task": task, "classes": [str(n) for n in names]}
+
     def _loss(self, batch: dict[str, Any], stage: str) -> tuple[Tensor, Tensor]:
         logits = self(batch["image"])
         target = batch["expression"].long()
@@ -140,7 +207,9 @@ class Transfer(AUMethod):
 
     ``pretrained`` names the view: a :class:`TransferPretrain` checkpoint on identities
     (the face view) or on expressions (the emotion view). Balanced training (Sec. 3.4) is
-    ``loss_weights: selective`` (Eq. 1's w, the default) with ``data.sampler: mlros``;
+    ``loss_weights: selective`` (Eq. 1's w, the default) with ``data.sampler: mlros``, its
+    target share ``selective_target`` (``data``: the training base rates, the paper's
+    "true distribution"; ``balanced``: 0.5, Hand et al.'s);
     ``threshold_search`` tunes per-AU thresholds on validation (Sec. 3.6) for the best
     ``threshold_criterion``. Test results add the final score, (accuracy + F1) / 2
     (Sec. 4.3). Views are combined by :class:`~au_transfer.TransferEnsemble`.
@@ -152,7 +221,14 @@ class Transfer(AUMethod):
             ``f1``.
         lr, momentum, weight_decay, lr_step: SGD, learning rate / 10 every ``lr_step``
             epochs (Sec. 4.2).
-        thresholds, threshold_search, loss_weights: see :class:`au_lightning.AUMethod`.
+        thresholds, threshold_search, loss_weights, selective_target: see
+            :class:`au_lightning.AUMethod`. ``selective_target: data`` (the default) weights
+            every batch back to the training base rates, which cancels MLROS's
+            oversampling in the loss; ``balanced`` weighs each batch's positives and
+            negatives alike.
+
+    With an identity pretext (the face view), fitting refuses a ``pretrained`` checkpoint
+    whose classes include a subject that this run validates or tests on.
     """
 
     reports_final_score: ClassVar[bool] = True
@@ -173,9 +249,17 @@ class Transfer(AUMethod):
         weight_decay: float = 1e-5,
         lr_step: int = 10,
         loss_weights: LossWeights = "selective",
+        selective_target: SelectiveTarget = "data",
     ) -> None:
         super().__init__(
-            aus, thresholds, threshold_search, lr, weight_decay, loss_weights, threshold_criterion
+            aus,
+            thresholds,
+            threshold_search,
+            lr,
+            weight_decay,
+            loss_weights,
+            threshold_criterion,
+            selective_target,
         )
         self.save_hyperparameters()
         # a pretext checkpoint is loaded when fitting starts, so that loading this model's
@@ -196,6 +280,7 @@ class Transfer(AUMethod):
                     "(configs/transfer_pretrain_identity.yaml or _expression.yaml) or set "
                     "model.pretrained false"
                 )
+            check_pretext_subjects(pretrained, getattr(self.trainer, "datamodule", None))
             self.net.load_backbone(pretrained)
 
     def configure_optimizers(self) -> dict[str, Any]:
