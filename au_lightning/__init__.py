@@ -4,7 +4,7 @@ The public API is what this module and its subpackages' ``__init__`` export; plu
 nothing else from the core.
 """
 
-from au_lightning import data, fewshot_results, losses, metrics, nn, registry, reports
+from au_lightning import data, fewshot_results, losses, metrics, nn, published, registry, reports
 from au_lightning.data import (
     AU_SETS,
     AUDataModule,
@@ -42,6 +42,15 @@ from au_lightning.metrics import (
     mean_over_folds,
     search_thresholds,
 )
+from au_lightning.published import (
+    PublishedRow,
+    PublishedTable,
+    RowRef,
+    RunSetting,
+    paper_rows,
+    parse_table,
+    published_tables,
+)
 from au_lightning.visualize import (
     au_visualizations,
     load_method,
@@ -70,6 +79,10 @@ __all__ = [
     "LossWeights",
     "MetaBackend",
     "PredictionWriter",
+    "PublishedRow",
+    "PublishedTable",
+    "RowRef",
+    "RunSetting",
     "SelectiveTarget",
     "SplitError",
     "ThresholdCriterion",
@@ -92,7 +105,11 @@ __all__ = [
     "mean_over_folds",
     "metrics",
     "nn",
+    "paper_rows",
+    "parse_table",
     "positive_weights",
+    "published",
+    "published_tables",
     "read_dataset",
     "registry",
     "reports",

@@ -25,7 +25,7 @@ from jsonargparse import ArgumentParser, Namespace, lazy_instance
 from jsonargparse.typing import import_object
 from lightning.pytorch.cli import LightningCLI
 
-from au_lightning import fewshot_results
+from au_lightning import fewshot_results, published
 from au_lightning.align import align_folder
 from au_lightning.checkpoints import find_checkpoint
 from au_lightning.data import (
@@ -40,6 +40,7 @@ from au_lightning.data import (
 )
 from au_lightning.data.synth import LAYOUTS, generate
 from au_lightning.errors import ConfigError
+from au_lightning.metrics import mean_over_folds
 from au_lightning.registry import (
     DATASETS_GROUP,
     METHODS_GROUP,
@@ -256,7 +257,9 @@ def synth(args: Sequence[str]) -> None:
 
 def compare(args: Sequence[str]) -> None:
     """``au-lightning compare BASE OURS``: the few-shot adaptation results of two runs side
-    by side (Lee et al. Tables 1-3, Figs. 11 and 14)."""
+    by side (Lee et al. Tables 1-3, Figs. 11 and 14), then, where a run's saved config
+    matches the dataset, protocol and shots of a stored published table, the paper's
+    accuracy per AU beside the run's (:mod:`au_lightning.published`)."""
     parser = ArgumentParser(prog="au-lightning compare", description=compare.__doc__)
     parser.add_argument("base", help="run or cv directory (or its adaptation.csv): the baseline")
     parser.add_argument("ours", help="run or cv directory (or its adaptation.csv): the method")
@@ -266,14 +269,47 @@ def compare(args: Sequence[str]) -> None:
     if len(config.names) != 2:
         raise ConfigError(f"--names takes two names (base, ours), got {config.names}")
     runs = {}
+    paper_runs = {}
     for name, given in zip(config.names, (config.base, config.ours), strict=True):
         path = Path(given)
         csv = path / "adaptation.csv" if path.is_dir() else path
         if not csv.is_file():
             raise FileNotFoundError(f"{given}: no adaptation.csv (written by a few-shot test)")
         runs[name] = fewshot_results.read_adaptation_csv(csv)
+        saved = _saved_run_config(csv.parent)
+        if saved is not None:
+            method, hparams, data = saved
+            refs = published.paper_rows(method, hparams, data)
+            paper_runs[name] = (refs, published.run_setting(data), runs[name])
     md, *_ = fewshot_results.write_adaptation_report(runs, Path(config.out), "comparison")
     print(f"written to {config.out}\n{md.read_text()}")
+    if paper_runs:
+        comparisons, skipped = published.fewshot_comparisons(paper_runs)
+        settings = [setting for _, setting, _ in paper_runs.values()]
+        text = published.paper_report(comparisons, settings[0], skipped, Path(config.out))
+        if text:
+            print(text)
+
+
+def _saved_run_config(directory: Path) -> tuple[type, dict, dict] | None:
+    """The method class and the model and data ``init_args`` of the ``config.yaml`` that
+    LightningCLI saved for a run (in ``directory``, else the first one below it: a cv
+    directory's folds); None when there is none or it names no importable method."""
+    found = [directory / "config.yaml"] if (directory / "config.yaml").is_file() else []
+    found = found or sorted(directory.rglob("config.yaml"))
+    if not found:
+        return None
+    config = yaml.safe_load(found[0].read_text()) or {}
+    model, data = config.get("model"), config.get("data")
+    if not isinstance(model, dict) or not isinstance(model.get("class_path"), str):
+        return None
+    try:
+        method = import_object(_resolved(model["class_path"]))
+    except (ImportError, AttributeError, LookupError):
+        return None
+    init = model.get("init_args") or {}
+    data_init = (data.get("init_args") or {}) if isinstance(data, dict) else {}
+    return method, dict(init), dict(data_init)
 
 
 def visualize(args: Sequence[str]) -> None:
@@ -335,7 +371,9 @@ def _cli(argv: list[str], run: bool = True) -> AUCLI:
 def cv(args: Sequence[str]) -> None:
     """``au-lightning cv [fit options]``: fit, then test the best checkpoint, on every fold of
     the configured protocol, each fold in ``<trainer.default_root_dir>/cv/<fold>``; then the
-    per-AU table of every fold and of the mean over folds in ``<default_root_dir>/cv``."""
+    per-AU table of every fold and of the mean over folds in ``<default_root_dir>/cv``, and
+    the published rows the method stands for beside ours, where the dataset, protocol and
+    metric match (``paper_results.md``, :mod:`au_lightning.published`)."""
     argv = _resolve_model_names(list(args))
     first = _cli(argv, run=False)
     if not hasattr(first.model, "write_cv_report"):
@@ -358,6 +396,34 @@ def cv(args: Sequence[str]) -> None:
         run_dirs[name] = Path(run.trainer.log_dir or run.trainer.default_root_dir)
     md = first.model.write_cv_report(per_fold, run_dirs, out)
     print(f"cross-validation over {len(folds)} folds, written to {out}\n{md.read_text()}")
+    paper = _paper_beside_cv(first.model, first.datamodule, per_fold, out)
+    if paper:
+        print(paper)
+
+
+def _paper_beside_cv(
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    per_fold: dict[str, dict[str, float]],
+    out: Path,
+) -> str:
+    """The stored published rows the model stands for, beside the mean over folds (or, for
+    a few-shot method, the joined ``adaptation.csv``), where dataset, protocol and metric
+    match; written as ``paper_results.md``/``.csv`` in ``out``. Empty when nothing matches."""
+    data = dict(datamodule.hparams)
+    refs = published.paper_rows(type(model), dict(model.hparams), data)
+    if not refs:
+        return ""
+    setting = published.run_setting(data)
+    adaptation = out / "adaptation.csv"
+    if adaptation.is_file():
+        records = fewshot_results.read_adaptation_csv(adaptation)
+        runs = {type(model).__name__: (refs, setting, records)}
+        comparisons, skipped = published.fewshot_comparisons(runs)
+    else:
+        mean = mean_over_folds(list(per_fold.values()))
+        comparisons, skipped = published.score_comparisons(refs, setting, mean)
+    return published.paper_report(comparisons, setting, skipped, out)
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
