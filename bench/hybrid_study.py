@@ -4,6 +4,7 @@ vs stratified vs MOMU sampling (Tables 3/4), and the subject-invariance analysis
 
     python bench/hybrid_study.py --out docs/results/hybrid.md   # trains the runs, the tables
     python bench/hybrid_study.py --no-train                     # the tables of existing runs
+    python bench/hybrid_study.py --fit-check                    # ANet's init: does SGD 1e-3 fit?
 
 Every hybrid run is ``configs/hybrid.yaml`` (SynthAU in the BP4D layout, published fold
 ``--fold``, 96-px crops) with stages of ``--epochs`` (6 + 10 + 5), the options of ``--extra``
@@ -15,7 +16,11 @@ validation epoch) is tested on whole test videos. ``resnet18-T`` trains only the
 on another SynthAU dataset (the DISFA layout, other subjects: seed 1) with DISFA's AUs; its
 features, and HOG features, of the fold's frames each train one linear SVM per AU (Sec.
 4.4). Runs go to ``<runs>/<variant>``. Needs the extra ``hybrid`` (scikit-image,
-scikit-learn).
+scikit-learn). Every table has the temporal control ``cnn_smoothed`` (the CNN's
+probabilities under a centred 9-frame moving average, column ``<CNN>-MA``) beside the
+LSTM and fusion columns. ``--fit-check`` is the ANet initialisation check (He vs PyTorch's
+default): SGD at the paper's 1e-3 on 512 training frames, the training loss against the
+loss of predicting the base rates.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ import yaml
 
 from au_hybrid import Hybrid, event_scores, hybrid_table
 from au_hybrid.analysis import format_fig4, subject_divergence, tsne_figure
+from au_hybrid.results import HEAD_NAMES
 from au_hybrid.svm import LinearSVMDetector, hog_features
-from au_lightning import AUDetectionMetrics, reports
+from au_lightning import AUDetectionMetrics, masked_bce, reports
 from au_lightning.cli import main
 from au_lightning.data import FrameDataset, SequenceDataModule, resolve_aus
+from au_lightning.nn import ANet
 
 RESNET18 = ["--model.backbone=resnet18", "--model.pca_components=512"]
 #: variant -> (the CNN stage's sampler, options): ANet, the paper's CNN, which stays at
@@ -99,7 +106,7 @@ def read_scores(directory: Path) -> dict[str, float]:
     """The newest test table of a hybrid run, back in ``<head>/<metric>_<AU>`` keys."""
     with open(newest(directory, "test_results.csv")) as f:
         rows = list(csv.DictReader(f))
-    names = {"ANet": "cnn", "LSTM": "lstm", "Ours": "fused"}  # hybrid_table's column names
+    names = {name: head for head, name in HEAD_NAMES.items()}  # hybrid_table's column names
     metrics = {"F1-frame": "f1", "F1-event": "event_f1", "AUC": "auc"}
     scores = {}
     for row in rows:
@@ -206,8 +213,8 @@ def markdown(args: argparse.Namespace, comparison: tuple[dict[str, float], list]
         if variant not in runs:
             continue
         lines += [f"Tables 1/2 format, {cnn}, random sampling: F1 (x100) per AU.", ""]
-        heads = [("svm", "SVM (HOG)"), ("cnn_t", "ResNet-18^T"), ("cnn", cnn), ("lstm", "LSTM"),
-                 ("fused", "Ours")]  # fmt: skip
+        heads = [("svm", "SVM (HOG)"), ("cnn_t", "ResNet-18^T"), ("cnn", cnn),
+                 ("cnn_smoothed", f"{cnn}-MA"), ("lstm", "LSTM"), ("fused", "Ours")]  # fmt: skip
         scores = runs[variant] | extra
         heads = [(h, n) for h, n in heads if f"{h}/f1_mean" in scores]
         header = [*(f"F1-frame {n}" for _, n in heads), *(f"F1-event {n}" for _, n in heads)]
@@ -234,6 +241,57 @@ def markdown(args: argparse.Namespace, comparison: tuple[dict[str, float], list]
         lines += ["Subject divergence of test features (Eq. 2, Fig. 4's statistic):", ""]
         lines += table(divergence)
     return "\n".join(lines) + "\n"
+
+
+def fit_check(
+    init: str, steps: int = 200, frames: int = 512, size: int = 64, seed: int = 0
+) -> dict[str, float]:
+    """ANet (Sec. 3.1) with initialisation ``init`` trained with the paper's SGD (lr 1e-3,
+    momentum 0.9, weight decay 5e-4; Sec. 4.2) for ``steps`` batches of 32 of ``frames``
+    training frames of the config's fold at ``size`` px, dropout on. Returns the BCE over
+    those frames (evaluation mode) at the start and the end, the BCE of predicting each
+    AU's base rate (the level a network that learned nothing but the priors reaches), the
+    logits' SD at the start, and the fit AUC (mean over AUs) at the end."""
+    config = yaml.safe_load(Path("configs/hybrid.yaml").read_text())["data"]["init_args"]
+    data = SequenceDataModule(**{**config, "image_size": size, "crop_size": size})
+    data.setup()
+    _, rows = data.split("train")
+    pick = np.random.default_rng(seed).choice(len(rows), min(frames, len(rows)), replace=False)
+    loaded = FrameDataset(data.index, rows[np.sort(pick)], data.eval_transform)
+    images = torch.stack([loaded[i]["image"] for i in range(len(loaded))])
+    target = torch.stack([torch.as_tensor(loaded[i]["occurrence"]) for i in range(len(loaded))])
+    known = (target >= 0).float()
+    rate = ((target == 1).float() * known).sum(0) / known.sum(0).clamp(min=1)
+    prior = torch.logit(rate.clamp(1e-4, 1 - 1e-4)).expand(len(target), -1)
+    torch.manual_seed(seed)
+    net = ANet(target.shape[1], in_size=size, init=init)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+
+    @torch.no_grad()
+    def evaluate() -> tuple[torch.Tensor, float]:
+        net.eval()
+        logits = torch.cat([net(b) for b in images.split(128)])
+        net.train()
+        return logits, float(masked_bce(logits, target))
+
+    start, start_loss = evaluate()
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        at = torch.randint(len(images), (32,), generator=generator)
+        loss = masked_bce(net(images[at]), target[at])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    end, end_loss = evaluate()
+    metrics = AUDetectionMetrics(list(data.aus))
+    metrics.update(torch.sigmoid(end), target)
+    return {
+        "logit_sd_start": float(start.std()),
+        "loss_start": start_loss,
+        "loss_base_rates": float(masked_bce(prior, target)),
+        "loss_end": end_loss,
+        "fit_auc": float(metrics.compute()["auc_mean"]),
+    }
 
 
 def config_aus() -> list[int]:
@@ -264,9 +322,16 @@ def main_study() -> None:
     parser.add_argument("--variants", nargs="+", default=choices, choices=choices)
     parser.add_argument("--no-train", action="store_true", help="only read existing runs")
     parser.add_argument(
+        "--fit-check", action="store_true", help="only the ANet initialisation fit check"
+    )
+    parser.add_argument(
         "--no-comparison", action="store_true", help="reuse the saved SVM, JS rows; no t-SNE"
     )
     args = parser.parse_args()
+    if args.fit_check:
+        for init in ("pytorch", "he"):
+            print(init, {k: round(v, 4) for k, v in fit_check(init).items()})
+        return
     if not args.no_train:
         for variant in args.variants:
             run_cross(args) if variant == "resnet18-T" else run_hybrid(variant, args)

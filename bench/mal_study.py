@@ -4,6 +4,11 @@ meta-gradient signal that those weights could follow (:func:`fe_alignment`).
 
     python bench/mal_study.py              # trains 9 runs (~2.5 h on 2 CPU cores), the tables
     python bench/mal_study.py --no-train   # the tables of existing runs
+    python bench/mal_study.py --methods stl mtl mal mal2   # + MAL at STL/MTL's AU step
+
+``mal2`` is ``configs/mal.yaml`` with ``--model.weight_sum=2``: MAL's normalised weights
+sum to 2 instead of 1, so that at uniform weights its loss is MTL's and its AU step STL's
+and MTL's (the control for the halved AU step of sum-to-one weights, Sec. 4.1.2).
 
 The tables are those of ``docs/results/mal.md`` (``--out FILE`` also writes them to FILE).
 
@@ -32,12 +37,16 @@ from au_lightning.cli import main
 from au_lightning.data import AuxiliaryDataModule, FrameDataset
 from au_mal import MAL
 
-METHODS = ("stl", "mtl", "mal")
+METHODS = ("stl", "mtl", "mal", "mal2")
+#: the extra options of a method that is another's config: ``mal2`` is MAL with its
+#: normalised weights summing to 2, the control with STL's and MTL's effective AU step
+VARIANTS = {"mal2": ("mal", ["--model.weight_sum=2"])}
 
 
 def run(method: str, fold: str, args: argparse.Namespace) -> None:
-    extra = args.extra.split() + (args.meta_extra.split() if method == "mal" else [])
-    options = ["--config", f"configs/{method}.yaml", f"--data.fold={fold}",
+    config, own = VARIANTS.get(method, (method, []))
+    extra = args.extra.split() + (args.meta_extra.split() if config == "mal" else []) + own
+    options = ["--config", f"configs/{config}.yaml", f"--data.fold={fold}",
                f"--trainer.max_epochs={args.epochs}", "--trainer.enable_progress_bar=false",
                f"--trainer.default_root_dir={args.runs / f'{method}_{fold}'}", *extra]  # fmt: skip
     main(["fit", *options])
@@ -108,8 +117,9 @@ def test_scores(runs: Path) -> Callable[[str, str], tuple[float, ...]]:
 
 
 def best_validation(runs: Path, method: str, fold: str) -> float:
-    """The best ``val/f1_mean`` (x100) of the fit: F1 on the reserve of training subjects'
-    frames, which selects the tested checkpoint."""
+    """The best ``val/f1_mean`` (x100) of the fit: F1 on the selection set, which selects
+    the tested checkpoint (with ``au_mal.MALDataModule``, as the shipped configs: held-out
+    training subjects, disjoint from ψ's reserve; runs from before: the reserve itself)."""
     values = [
         float(row["val/f1_mean"])
         for metrics in (runs / f"{method}_{fold}").rglob("metrics.csv")
@@ -196,7 +206,7 @@ def markdown(
     lines += ["", "| fold | " + " | ".join(m.upper() for m in table) + " |",
               "|---|" + "---|" * len(table)]  # fmt: skip
     lines += ["| " + " | ".join(r) + " |" for r in folds]
-    lines += ["", "| reserve F1 (best epoch) | " + " | ".join(m.upper() for m in table) + " |",
+    lines += ["", "| validation F1 (best epoch) | " + " | ".join(m.upper() for m in table) + " |",
               "|---|" + "---|" * len(table)]  # fmt: skip
     lines += ["| " + " | ".join(r) + " |" for r in reserve]
     lines += ["", "| fold | Pearson r | Spearman rho | mean weight, consistency < median | "
@@ -222,7 +232,7 @@ def main_study() -> None:
         help="options of all three runs (give as --extra='--model.lr=...')",
     )
     parser.add_argument("--meta-extra", default="--model.meta_lr=0.001", help="MAL's own")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS[:3]), choices=METHODS)
     parser.add_argument("--no-train", action="store_true", help="only read existing runs")
     args = parser.parse_args()
     if not args.no_train:

@@ -9,10 +9,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from au_hybrid import FusionNet, Hybrid, SpatialCNN, TemporalLSTM, hybrid_table
+from au_hybrid.module import FusionSet
+from au_hybrid.results import moving_average
 from au_lightning import max_margin_loss
 from au_lightning.cli import main
+from au_lightning.data import SequenceDataModule, active_aus_per_frame, sequence_windows
 from au_lightning.nn import PCA, ANet
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -100,6 +104,35 @@ def test_pca_keeps_the_stated_energy_with_the_fewest_components() -> None:
         PCA(40, 10)(features)
 
 
+def test_standardised_pca_gives_unit_sd_components_saved_as_buffers() -> None:
+    """The hybrid's deviation: each component scaled to SD 1 on the fitted features."""
+    torch.manual_seed(0)
+    features = (torch.randn(400, 64) * torch.linspace(0.01, 0.001, 64)).softmax(1)
+    pca = PCA(64, 20).fit(features, standardize=True)
+    out = pca(features)
+    torch.testing.assert_close(out.mean(0), torch.zeros(20), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.std(0), torch.ones(20), atol=1e-4, rtol=0)
+    raw = PCA(64, 20).fit(features)(features)
+    assert raw.std(0).max() < 0.05  # what the LSTMs saw before
+    torch.testing.assert_close(out * pca.scale, raw, atol=1e-5, rtol=1e-4)
+    sklearn = pytest.importorskip("sklearn.decomposition")
+    theirs = sklearn.PCA(20, whiten=True).fit_transform(features.double().numpy())
+    np.testing.assert_allclose(np.abs(out.double().numpy()), np.abs(theirs), atol=2e-3)
+    # saved with the model (Hybrid: net.pca.scale), and loaded back
+    state = pca.state_dict()
+    assert "scale" in state and not torch.equal(state["scale"], torch.ones(20))
+    again = PCA(64, 20)
+    again.load_state_dict(state)
+    torch.testing.assert_close(again(features), out)
+    # a state from before the option projects as before (scale 1)
+    old = PCA(64, 20)
+    old.load_state_dict({k: v for k, v in PCA(64, 20).fit(features).state_dict().items()
+                         if k != "scale"})  # fmt: skip
+    torch.testing.assert_close(old(features), raw)
+    assert "net.pca.scale" in Hybrid(aus=[1], backbone="resnet18", pca_components=8).state_dict()
+    assert Hybrid(aus=[1], backbone="resnet18", pca_components=8).hparams.pca_standardize
+
+
 def test_pca_keeps_no_more_components_than_the_data_rank() -> None:
     features = torch.randn(5, 20)
     pca = PCA(20, 16).fit(features)
@@ -128,6 +161,28 @@ def test_anet_cnn_gives_normalized_fc7_and_the_logits_of_anet() -> None:
     assert features.shape == (2, 4096)
 
 
+def test_anet_he_initialisation_keeps_the_logits_in_a_sane_range() -> None:
+    """ANet has no batch normalisation: under PyTorch's default initialisation the signal
+    dies out before the logits; He's (the default) keeps it."""
+    images = torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    sd = {}
+    for init in ("he", "pytorch"):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            sd[init] = float(ANet(12, in_size=64, init=init).eval()(images).std())
+    assert 0.3 < sd["he"] < 3.0
+    assert sd["pytorch"] < 0.05
+    torch.manual_seed(0)
+    default = ANet(12, in_size=64)
+    assert default.fc[4].bias.abs().max() == 0  # He: zero biases
+    fan_in = default.fc[4].weight.shape[1]
+    he_std = (2 / fan_in) ** 0.5
+    assert float(default.fc[4].weight.detach().std()) == pytest.approx(he_std, rel=0.02)
+    cnn = SpatialCNN(3, "anet", in_size=64, anet_init="pytorch")
+    assert cnn.head.bias.abs().max() > 0  # PyTorch's default: uniform biases
+    assert Hybrid(aus=[1], pca_components=8, in_size=64).hparams.anet_init == "he"
+
+
 def test_lstm_is_initialised_in_the_paper_range_bounded_and_causal() -> None:
     torch.manual_seed(0)
     lstm = TemporalLSTM(10, 4, hidden=16, layers=3).eval()
@@ -152,6 +207,71 @@ def test_fusion_sees_l2_normalised_scores() -> None:
     assert not torch.allclose(fusion(spatial, -temporal), out)
 
 
+def test_moving_average_by_hand_at_the_video_boundaries() -> None:
+    probs = torch.tensor([[0.0, 1.0], [0.3, 1.0], [0.6, 0.0], [0.9, 0.0], [0.3, 1.0]])
+    # 3 frames: the first and last frames average the 2 frames that exist
+    expected = torch.tensor(
+        [
+            [(0.0 + 0.3) / 2, 1.0],
+            [(0.0 + 0.3 + 0.6) / 3, 2 / 3],
+            [(0.3 + 0.6 + 0.9) / 3, 1 / 3],
+            [(0.6 + 0.9 + 0.3) / 3, 1 / 3],
+            [(0.9 + 0.3) / 2, 0.5],
+        ]
+    )
+    torch.testing.assert_close(moving_average(probs, 3), expected)
+    # 5 frames: frame 0 averages 0..2, frame 1 averages 0..3, frame 2 all five
+    five = moving_average(probs, 5)[:, 0]
+    torch.testing.assert_close(five[:3], torch.tensor([0.9 / 3, 1.8 / 4, 2.1 / 5]))
+    torch.testing.assert_close(moving_average(probs, 1), probs)
+    # a video shorter than the window: every frame averages the whole video
+    torch.testing.assert_close(moving_average(probs[:2], 9), probs[:2].mean(0).expand(2, -1))
+    with pytest.raises(ValueError, match="odd"):
+        moving_average(probs, 4)
+    assert Hybrid(aus=[1], backbone="resnet18", pca_components=8).hparams.smooth_frames == 9
+
+
+def test_the_smoothed_head_averages_within_each_test_video() -> None:
+    """The model smooths each test batch, one whole video: never across two videos."""
+    model = Hybrid(aus=[1, 2], backbone="resnet18", pca_components=8, smooth_frames=3)
+    model.trained[:] = torch.tensor([True, False, False])
+    logits = torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.5, -1.0], [3.0, 3.0]])
+    videos = {0: torch.tensor([[0, 1]]), 1: torch.tensor([[2, 3]])}
+
+    def heads(split: str, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        cnn = logits[rows[0]][None]
+        return {"cnn": cnn, "lstm": torch.zeros_like(cnn), "fused": torch.zeros_like(cnn)}
+
+    model.heads = heads  # type: ignore[method-assign]
+    for rows in videos.values():
+        probs = model._window_heads({"rows": rows}, "test")
+        assert set(probs) == {"cnn", "cnn_smoothed"}
+        own = torch.sigmoid(logits[rows[0]])
+        torch.testing.assert_close(probs["cnn_smoothed"], own.mean(0).expand(2, -1))
+    with pytest.raises(Exception, match="odd number of frames"):
+        Hybrid(aus=[1], backbone="resnet18", pca_components=8, smooth_frames=4)
+
+
+def test_config_uses_the_papers_min_active_aus_and_keeps_only_active_windows(
+    cache: Path,
+) -> None:
+    """Sec. 4.2: "we omitted training sequences with less than 1.5 active AUs per frame":
+    a window's mean number of present AUs per frame, below 1.5, leaves it out."""
+    config = yaml.safe_load((CONFIGS / "hybrid.yaml").read_text())["data"]["init_args"]
+    assert config["min_active_aus"] == 1.5
+    tiny = {"synth": {"subjects": 6, "videos": 2, "frames": 16, "size": 32, "workers": 1},
+            "image_size": 32, "crop_size": 28, "window": 8, "stride": 4, "burn_in": 2}  # fmt: skip
+    data = SequenceDataModule(**{**config, **tiny})
+    data.setup()
+    index, _ = data.split("train")
+    every = sequence_windows(data.segments("train"), 8, 4)
+    kept = data.train_windows()
+    assert 0 < len(kept) < len(every)
+    assert all(active_aus_per_frame(index.occurrence[w]) >= 1.5 for w in kept)
+    left_out = [w for w in every if not any(np.array_equal(w, k) for k in kept)]
+    assert all(active_aus_per_frame(index.occurrence[w]) < 1.5 for w in left_out)
+
+
 def test_table_has_the_paper_columns_for_the_trained_heads() -> None:
     scores = {"cnn/f1_mean": 0.5, "cnn/f1_AU1": 0.25, "cnn/event_f1_AU1": 0.125}
     scores |= {"fused/f1_mean": 0.6, "fused/f1_AU1": 0.75}
@@ -168,14 +288,42 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_config_trains_the_three_stages_and_tests_every_head(workdir: Path) -> None:
+def test_config_trains_the_three_stages_and_tests_every_head(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = ["--config", str(CONFIGS / "hybrid.yaml"), *TINY]
     stages = ["--model.cnn_epochs=1", "--model.lstm_epochs=1", "--model.fusion_epochs=1"]
+    # record where the fusion's training inputs come from
+    fusion_splits: set[str] = set()
+    sets: list[tuple[np.ndarray, np.ndarray, FusionSet]] = []
+    original_heads, original_set = Hybrid.heads, Hybrid.fusion_set
+
+    def recording_heads(self: Hybrid, split: str, rows: torch.Tensor) -> dict:
+        if self.trainer.training and self.stage == "fusion":
+            fusion_splits.add(split)
+        return original_heads(self, split, rows)
+
+    def recording_set(self: Hybrid) -> FusionSet:
+        held_out = original_set(self)
+        index, train_rows = self.trainer.datamodule.split("train")
+        sets.append((index.subject[held_out.rows], index.subject[train_rows], held_out))
+        return held_out
+
+    monkeypatch.setattr(Hybrid, "heads", recording_heads)
+    monkeypatch.setattr(Hybrid, "fusion_set", recording_set)
     main(["fit", *args, *stages, "--trainer.max_epochs=3"])
     (last,) = workdir.rglob("last.ckpt")
     state = _state(last)
     assert state["trained"].tolist() == [True, True, True]
     assert int(state["net.pca.num_components"]) == 16
+    scale = state["net.pca.scale"]  # standardised PCA (the default), saved in the checkpoint
+    assert scale.shape == (16,) and (scale < 1).all() and (scale[:-1] >= scale[1:]).all()
+    # the fusion trained on the validation subjects' outputs only: the CNN and the LSTMs
+    # (trained on the training split's frames and windows) never saw those subjects
+    assert sets and fusion_splits <= {"val"}
+    for fusion_subjects, cnn_subjects, held_out in sets:
+        assert len(fusion_subjects) == len(held_out.target) > 0
+        assert not set(fusion_subjects) & set(cnn_subjects)
     metrics = (last.parents[1] / "metrics.csv").read_text()
     heads = ("val/cnn/f1_mean", "val/lstm/f1_mean", "val/fused/f1_mean")
     for key in (*heads, "train/lstm_loss_epoch"):
@@ -185,6 +333,7 @@ def test_config_trains_the_three_stages_and_tests_every_head(workdir: Path) -> N
     text = table.read_text()
     for column in ("F1-frame ANet", "F1-frame LSTM", "F1-frame Ours", "F1-event Ours"):
         assert column in text
+    assert "F1-frame ANet-MA" in text and "F1-event ANet-MA" in text  # the temporal control
     assert "| Avg |" in text
 
     # stage reuse: the CNN (and PCA) of that run, only the LSTMs and fusion trained
@@ -224,8 +373,12 @@ def test_stage_errors_name_the_options(workdir: Path) -> None:
     with pytest.raises(SystemExit, match="the fusion stage needs a trained lstm stage"):
         main(["fit", *args, "--model.cnn_epochs=1", "--model.lstm_epochs=0",
               "--model.fusion_epochs=1", "--trainer.max_epochs=2"])  # fmt: skip
+    with pytest.raises(SystemExit, match="fusion_inputs 'validation' trains the fusion"):
+        main(["fit", *args, "--model.cnn_epochs=1", "--model.lstm_epochs=1",
+              "--model.fusion_epochs=1", "--trainer.max_epochs=3",
+              "--data.val_strategy=none"])  # fmt: skip
     with pytest.raises(SystemExit, match="needs data of class"):
-        main(["fit", *args[:2], "--data=au_lightning.data.AUDataModule"])
+        main(["fit", *args[:2], "--data=au_lightning.data.AUDataModule", *TINY[:3]])
     assert isinstance(Hybrid(cnn_epochs=0, backbone="resnet18", pca_components=8), Hybrid)
 
 

@@ -20,12 +20,13 @@ from torch.func import functional_call
 
 from au_lightning import ConfigError
 from au_lightning.cli import main
-from au_lightning.data import AUDataModule, AuxiliaryDataModule, load_frame
+from au_lightning.data import AUDataModule, AuxiliaryDataModule, load_frame, positive_rates
 from au_mal import (
     MAL,
     MTL,
     STL,
     ExpressionWeightAnalysis,
+    MALDataModule,
     MetaWeightNet,
     MultiTaskOutput,
     TrainingCurves,
@@ -333,3 +334,59 @@ def test_the_mal_config_fits_and_writes_the_weight_curves(cache: Path, tmp_path:
     assert [r["step"] for r in rows] == ["1", "2"]  # windows of 2 steps, last step 0-based
     assert {"loss_au", "loss_fe", "loss_val", "weight_au", "weight_fe"} <= set(rows[0])
     assert all(0 < float(r["weight_fe"]) < 1 for r in rows)
+
+
+@pytest.mark.parametrize("strategy", ["subjects", "frames"])
+def test_the_selection_set_is_disjoint_from_the_meta_reserve(cache: Path, strategy: str) -> None:
+    """ψ's meta step reads the reserve (Eq. 7); the checkpoint is selected on the validation
+    loader. With MALDataModule the two, and the AU training frames, are disjoint frame sets
+    and together the fold's training frames; with ``subjects`` no selection subject is in
+    the other two. The plain AuxiliaryDataModule validates on the reserve itself."""
+    plain = AuxiliaryDataModule(**TINY_DATA)
+    plain.setup("fit")
+    assert np.array_equal(plain.val_dataloader().dataset.rows, plain.val_rows)  # the overlap
+    data = MALDataModule(**TINY_DATA, select_strategy=strategy, select_fraction=0.3)
+    data.setup("fit")
+    train, reserve, select = data.train_rows, data.val_rows, data.select_rows
+    assert len(train) and len(reserve) and len(select)
+    assert not set(train) & set(reserve) and not set(train) & set(select)
+    assert not set(reserve) & set(select)
+    assert sorted([*train, *reserve, *select]) == sorted([*plain.train_rows, *plain.val_rows])
+    subject = data.index.subject_code
+    if strategy == "subjects":
+        assert not set(subject[select]) & (set(subject[train]) | set(subject[reserve]))
+        assert set(subject[reserve]) == set(subject[train])  # 2% of each training subject
+    else:
+        assert set(subject[select]) == set(subject[train]) == set(subject[reserve])
+    # what the loaders serve: validation = the selection set, the "val" batches = reserve
+    assert np.array_equal(data.val_dataloader().dataset.rows, select)
+    meta = data.train_dataloader().iterables["val"].dataset.rows
+    assert np.array_equal(meta, reserve)
+    np.testing.assert_array_equal(
+        data.reserve_rates, positive_rates(data.index.occurrence[reserve])
+    )
+    assert data.hparams.select_strategy == strategy
+    with pytest.raises(ConfigError, match="select_strategy"):
+        MALDataModule(**TINY_DATA, select_strategy="test")
+
+
+def test_weight_sum_two_gives_mtls_loss_at_uniform_weights(cache: Path) -> None:
+    """Sum-to-one weights (Sec. 4.1.2) put the AU loss at half its STL/MTL weight; with
+    ``weight_sum: 2`` and the zero-initialised meta net (every w = 1/2) MAL's L_total is
+    MTL's mean L^AU + mean L^FE on equal AU and FE batches."""
+    data = AuxiliaryDataModule(**(TINY_DATA | {"aux_batch_size": 8, "meta_batch_size": 0}))
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))[0]
+    au, fe = batch["au"], batch["fe"]
+    torch.manual_seed(0)
+    mtl = MTL(backbone="resnet18").eval()
+    expected = mtl.training_step(batch, 0)
+    targets = (au["occurrence"], fe["expression"])
+    out = mtl.net(torch.cat([au["image"], fe["image"]]))
+    for weight_sum, scale in [(1.0, 0.5), (2.0, 1.0)]:
+        mal = MAL(backbone="resnet18", weight_sum=weight_sum)
+        mal.net = mtl.net
+        loss, _ = mal.weighted_loss(out, targets)
+        torch.testing.assert_close(loss, scale * expected)
+    with pytest.raises(ConfigError, match="weight_sum"):
+        MAL(backbone="resnet18", weight_sum=0)

@@ -15,10 +15,10 @@ import yaml
 from torch import nn
 from torch.func import functional_call
 
-from au_lightning import ConfigError
+from au_lightning import ConfigError, InnerLoop
 from au_lightning.cli import main
 from au_lightning.data import EpisodeDataModule
-from au_maml import MAML, Conv4, MAMLBaseline, any_au_present
+from au_maml import MAML, Conv4, MAMLBaseline, any_au_present, binary_bce
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SYNTH = {"subjects": 5, "videos": 1, "frames": 40, "size": 32, "seed": 0, "workers": 1}
@@ -224,3 +224,68 @@ def test_the_shipped_configs_parse(
     assert config["model"]["class_path"] == model
     assert config["model"]["init_args"]["image_size"] == config["data"]["init_args"]["crop_size"]
     assert expected.items() <= (config["data"]["init_args"] | config["model"]["init_args"]).items()
+
+
+def _hand_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float) -> dict:
+    """θ − α∇θ L(θ; (x, y)) by hand (Alg. 1 line 8, Eq. 1), batch statistics of x."""
+    params = dict(net.named_parameters())
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    loss = F.binary_cross_entropy_with_logits(functional_call(net, (params, buffers), x), y)
+    grads = torch.autograd.grad(loss, list(params.values()))
+    return {k: (p - alpha * g).detach() for (k, p), g in zip(params.items(), grads, strict=True)}
+
+
+@pytest.mark.parametrize(
+    ("cls", "config"), [(MAML, "maml"), (MAMLBaseline, "maml_baseline"), (MAML, None)]
+)
+def test_the_default_inner_step_is_plain_gradient_descent(cls: type, config: str | None) -> None:
+    """The shipped defaults (and configs/maml*.yaml) adapt with θ − α∇L, Alg. 1 line 8: one
+    step of the plugin's own adaptation, and for MAML its training inner loop, equal the
+    step by hand (one Adam step would move every weight by about α instead)."""
+    if config is None:
+        model = cls(image_size=16)
+    else:
+        init = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["model"]["init_args"]
+        assert init["inner_optimizer"] == "sgd"
+        model = cls(**(init | {"image_size": 16}))
+    alpha = model.adaptation.lr
+    assert model.adaptation.optimizer == "sgd" and alpha == float(model.adapt_lr)
+    torch.manual_seed(0)
+    sx, sy = torch.randn(10, 3, 16, 16), torch.tensor([1.0, 0.0] * 5)
+    qx, qy = torch.randn(8, 3, 16, 16), torch.tensor([0.0, 1.0] * 4)
+    model.net.train()
+    fast = _hand_step(model.net, sx, sy, alpha)
+    buffers = {k: v.clone() for k, v in model.net.named_buffers()}
+    expected = functional_call(model.net, (fast, buffers), qx)
+    _, adapted = model.adaptation.adaptation_curve(model.net, binary_bce, (sx, sy), qx, steps=1)
+    torch.testing.assert_close(adapted, expected, atol=1e-5, rtol=1e-5)
+    if cls is MAML:
+        assert model.inner.optimizer == "sgd" and model.inner.steps == 1
+        loss = model.inner.query_loss(model.net, binary_bce, (sx, sy), (qx, qy))
+        torch.testing.assert_close(loss.detach(), binary_bce(expected, qy), atol=1e-6, rtol=1e-5)
+    # Adam's first step is not this one: the test tells the two apart
+    adam = InnerLoop(alpha, 1, "adam")
+    _, moved = adam.adaptation_curve(model.net, binary_bce, (sx, sy), qx, steps=1)
+    assert not torch.allclose(moved, expected, atol=1e-3)
+
+
+def test_the_baseline_picks_its_adaptation_lr_on_validation(cache: Path, tmp_path: Path) -> None:
+    """``adapt_lrs``: each candidate is scored on the validation episodes, the best (after
+    ``adapt_steps`` steps) is kept in the checkpointed ``adapt_lr`` and test adapts with it."""
+    torch.manual_seed(0)
+    lrs = [1e-6, 0.1, 1.0]
+    model = MAMLBaseline(image_size=16, adapt_lrs=lrs)
+    data = EpisodeDataModule(**TINY_DATA)
+    [val] = _trainer(tmp_path).validate(model, datamodule=data, verbose=False)
+    scores = [val[f"val/acc_lr{a:g}"] for a in lrs]
+    best = lrs[max(range(3), key=lambda i: (scores[i], -i))]
+    assert val["val/adapt_lr"] == pytest.approx(best) and float(model.adapt_lr) == best
+    assert val["val/acc"] == pytest.approx(max(scores))
+    state = model.state_dict()
+    assert float(state["adapt_lr"]) == best
+    reloaded = MAMLBaseline(image_size=16, adapt_lrs=lrs)
+    reloaded.load_state_dict(state)
+    _trainer(tmp_path).test(reloaded, datamodule=data, verbose=False)
+    assert reloaded.adaptation.lr == best
+    with pytest.raises(ConfigError, match="adapt_lrs"):
+        MAMLBaseline(adapt_lrs=[])

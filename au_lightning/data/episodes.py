@@ -496,8 +496,9 @@ class EpisodeDataModule(AUDataModule):
 
     Reading, protocols (``loso`` as in the paper, ``kfold``, published folds, ``cross``),
     :meth:`folds` and the validation reserve are :class:`AUDataModule`'s (see its
-    arguments; the defaults here suit the paper's 64 px conv4 network and keep whole
-    validation subjects, so validation tasks are new subjects as at test time).
+    arguments; the defaults here suit a 64 px conv4 network (the paper states no input
+    size) and keep whole validation subjects, so validation tasks are new subjects as at
+    test time).
 
     Loaders:
 

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from au_hybrid.net import Backbone, HybridNet
-from au_hybrid.results import HEADS, Head, event_scores, hybrid_table
+from au_hybrid.net import ANetInit, Backbone, HybridNet
+from au_hybrid.results import HEADS, Head, event_scores, hybrid_table, moving_average
 from au_lightning import (
     AUDetectionMetrics,
     AUMethod,
@@ -34,6 +34,9 @@ Stage = Literal["cnn", "lstm", "fusion"]
 STAGES: tuple[Stage, ...] = ("cnn", "lstm", "fusion")
 #: the head whose output each stage trains
 STAGE_HEAD: dict[Stage, Head] = {"cnn": "cnn", "lstm": "lstm", "fusion": "fused"}
+#: where the fusion's training inputs come from: the validation subjects, on which neither
+#: the CNN nor the LSTMs trained (the default), or the training frames (the paper's set-up)
+FusionInputs = Literal["validation", "train"]
 
 
 @dataclass
@@ -52,6 +55,20 @@ class FrameFeatures:
         return self.features[at], self.logits[at]
 
 
+@dataclass
+class FusionSet:
+    """The fusion network's training set (Sec. 3.3) when it trains on held-out outputs:
+    every frame of the split's whole videos, with the CNN's logits (``spatial``) and the
+    LSTMs' scores over the whole video (``temporal``, as at test time), each (N, L), the
+    labels (N, L, -1 unknown) and the frames' FrameIndex ``rows`` of ``split``."""
+
+    split: Split
+    rows: np.ndarray
+    spatial: Tensor
+    temporal: Tensor
+    target: Tensor
+
+
 class Hybrid(AUMethod):
     """The hybrid network of Chu, De la Torre & Cohn, trained in the paper's three stages
     within one ``fit``: the first ``cnn_epochs`` train the CNN on frames (Eq. 1, the
@@ -60,10 +77,22 @@ class Hybrid(AUMethod):
     max-margin loss; the last ``fusion_epochs`` train the fusion network (Eq. 1) on the
     frozen CNN's and LSTMs' scores. ``trainer.max_epochs`` must be their sum.
 
+    By default (``fusion_inputs: validation``, a deviation) the fusion trains on the
+    validation subjects' CNN and LSTM outputs, from models that never trained on those
+    subjects: on their own training frames the CNN's outputs are over-confident, so a fusion
+    fitted there learns to trust the CNN more than it should on new subjects. Each fusion
+    step takes a share of the validation frames (every frame once per epoch), and with no
+    held-out data left the fusion keeps its last epoch (its ``val/fused`` scores are then
+    scores on its own training data). ``fusion_inputs: train`` is the paper's set-up: the
+    training windows' outputs, and the best validation epoch.
+
     Each stage keeps the weights of its best validation epoch (the F1 of its own head), so
     the final checkpoint holds the selected CNN, LSTMs and fusion; ``val/f1_mean`` is the
     F1 of the current stage's head. Testing scores every head on whole test videos: frame
-    F1, accuracy and AUC, and event F1 (Ding et al.), in the format of Tables 1/2.
+    F1, accuracy and AUC, and event F1 (Ding et al.), in the format of Tables 1/2, and the
+    temporal control ``cnn_smoothed``: the CNN's probabilities under a centred
+    ``smooth_frames``-frame moving average within each video, which costs nothing and is
+    what the LSTMs and the fusion must beat to show that they learned temporal cues.
 
     The data must be a :class:`au_lightning.data.SequenceDataModule`; the model tells it
     to serve frames in the CNN stage and windows afterwards.
@@ -73,6 +102,9 @@ class Hybrid(AUMethod):
         backbone: ``anet`` (the paper's) or a torchvision ResNet.
         pretrained: ResNets only: ImageNet weights or a weights file.
         in_size: the input side ANet is built for (the data's ``crop_size``; 176 in the paper).
+        anet_init: ANet's initialisation: ``he`` (He et al., Caffe's ``msra`` filler; the
+            paper states none, a deviation) or ``pytorch`` (PyTorch's default, under which
+            ANet's activations shrink to SD 0.01 at the logits; see :class:`ANet`).
         cnn_epochs, lstm_epochs, fusion_epochs: epochs of each stage (0 skips a stage whose
             weights come from ``init_from``).
         init_from: a checkpoint of an earlier hybrid run whose trained stages (and PCA) are
@@ -81,6 +113,9 @@ class Hybrid(AUMethod):
             1e-3, momentum 0.9, weight decay 5e-4).
         pca_components, pca_energy: the PCA output size (1024 in the paper) and, if set,
             the energy to preserve with the fewest components (at most ``pca_components``).
+        pca_standardize: scale each PCA component to SD 1 on the training frames (PCA
+            whitening; a deviation, the paper does not): the components of L2-normalised
+            fc7 features have SDs of about 0.005, too small for the LSTMs' input.
         lstm_hidden, lstm_layers, lstm_dropout: 256 cells, 3 LSTMs, dropout 0.5 (Sec. 3.2).
         margin: λ of the max-margin loss (0.5).
         lstm_lr, lstm_rms_decay: RMSProp (Sec. 4.2: "learning rate of 1e-3, momentum of 0.9
@@ -91,6 +126,9 @@ class Hybrid(AUMethod):
             learning-rate decay and is not applied.
         fusion_hidden, fusion_lr: the fusion network's first layer width and Adam's rate
             (not given in the paper).
+        fusion_inputs: ``validation`` (held-out outputs, the default) or ``train`` (the
+            paper's), see above.
+        smooth_frames: the window (odd) of the ``cnn_smoothed`` control; 0 leaves it out.
         thresholds: decision threshold on the CNN's and fusion's probabilities (the LSTMs'
             tanh scores s are read as probabilities (s + 1) / 2).
     """
@@ -111,6 +149,7 @@ class Hybrid(AUMethod):
         cnn_weight_decay: float = 5e-4,
         pca_components: int = 1024,
         pca_energy: float | None = None,
+        pca_standardize: bool = True,
         lstm_hidden: int = 256,
         lstm_layers: int = 3,
         lstm_dropout: float = 0.5,
@@ -119,6 +158,9 @@ class Hybrid(AUMethod):
         lstm_rms_decay: float = 0.9,
         fusion_hidden: int = 64,
         fusion_lr: float = 1e-3,
+        fusion_inputs: FusionInputs = "validation",
+        smooth_frames: int = 9,
+        anet_init: ANetInit = "he",
         thresholds: float | list[float] = 0.5,
     ) -> None:
         super().__init__(aus, thresholds, False, cnn_lr, cnn_weight_decay, "none")
@@ -131,6 +173,13 @@ class Hybrid(AUMethod):
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
         if pca_energy is not None and not 0 < pca_energy <= 1:
             raise ConfigError(f"pca_energy must be in (0, 1], got {pca_energy}")
+        if fusion_inputs not in ("validation", "train"):
+            raise ConfigError(f"fusion_inputs must be validation or train, got {fusion_inputs!r}")
+        odd = isinstance(smooth_frames, int) and smooth_frames > 0 and smooth_frames % 2 == 1
+        if not odd and smooth_frames != 0:
+            raise ConfigError(
+                f"smooth_frames must be an odd number of frames (or 0), got {smooth_frames!r}"
+            )
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = HybridNet(
@@ -143,6 +192,7 @@ class Hybrid(AUMethod):
             lstm_layers,
             lstm_dropout,
             fusion_hidden,
+            anet_init,
         )
         self.epochs: dict[Stage, int] = dict(
             zip(STAGES, (cnn_epochs, lstm_epochs, fusion_epochs), strict=True)
@@ -160,6 +210,7 @@ class Hybrid(AUMethod):
         self._event_videos: list[Tensor] = []
         self._best: dict[Stage, tuple[float, dict[str, Tensor]]] = {}
         self._pca_epoch: int | None = None
+        self._fusion_set: FusionSet | None = None
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -233,6 +284,14 @@ class Hybrid(AUMethod):
         # the loaders change with the stage (frames, then windows)
         self.trainer.reload_dataloaders_every_n_epochs = 1
         self._features.clear()
+        self._fusion_set = None
+        held_out = self.epochs["fusion"] and self.hparams.fusion_inputs == "validation"
+        if held_out and len(self.trainer.datamodule.split("val")[1]) == 0:
+            raise ConfigError(
+                "fusion_inputs 'validation' trains the fusion on the validation subjects, "
+                "and this data has none: set data.val_strategy subjects (and "
+                "val_fraction > 0), or model.fusion_inputs train"
+            )
 
     def _load_stages(self, path: Path) -> None:
         """Load the network (CNN, PCA, LSTMs, fusion) and trained stages of a hybrid run."""
@@ -241,6 +300,9 @@ class Hybrid(AUMethod):
         state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
         wanted = {k for k in self.state_dict() if k.startswith("net.")} | {"trained"}
         given = {k: v for k, v in state.items() if k in wanted}
+        if "net.pca.components" in given and "net.pca.scale" not in given:
+            # a run from before PCA standardisation: its LSTMs read unscaled components
+            given["net.pca.scale"] = torch.ones(len(given["net.pca.components"]))
         mine = self.state_dict()
         missing = sorted(wanted - given.keys())
         wrong = sorted(k for k in given if given[k].shape != mine[k].shape)
@@ -275,11 +337,15 @@ class Hybrid(AUMethod):
             # the LSTM stage starts: features of the final CNN, PCA fitted on them
             self._features.clear()
             self._fit_pca()
+        if stage == "fusion":  # built on first use, from the selected CNN and LSTMs
+            self._fusion_set = None
 
     def _fit_pca(self) -> None:
         """Fit the PCA on the training frames' features; keep them, reduced, for the LSTMs."""
         rows, features, logits = self._extract("train")
-        self.net.pca.fit(features.to(self.device), self.hparams.pca_energy)
+        self.net.pca.fit(
+            features.to(self.device), self.hparams.pca_energy, self.hparams.pca_standardize
+        )
         self._pca_epoch = self.trainer.current_epoch
         self._features.clear()
         self._store("train", rows, features, logits)
@@ -339,6 +405,37 @@ class Hybrid(AUMethod):
         self.net.lstm.train(training)
         return {"cnn": cnn, "lstm": lstm, "fused": self.net.fusion(cnn, lstm)}
 
+    @torch.no_grad()
+    def fusion_set(self) -> FusionSet:
+        """The fusion's held-out training set: the CNN's logits and the LSTMs' scores for
+        every frame of the validation subjects' whole videos (models that never trained on
+        those subjects), built once per fit from the selected CNN and LSTMs."""
+        if self._fusion_set is None:
+            datamodule: SequenceDataModule = self.trainer.datamodule
+            index, _ = datamodule.split("val")
+            segments = datamodule.segments("val")
+            spatial, temporal = [], []
+            for segment in segments:
+                out = self.heads("val", torch.from_numpy(segment)[None])
+                spatial.append(out["cnn"][0])  # the dtypes the training windows' would have
+                temporal.append(out["lstm"][0])
+            rows = np.concatenate(segments)
+            target = torch.from_numpy(index.occurrence[rows].astype(np.int64))
+            self._fusion_set = FusionSet(
+                "val", rows, torch.cat(spatial), torch.cat(temporal), target.to(self.device)
+            )
+        return self._fusion_set
+
+    def _fusion_step_frames(self, batch_idx: int, count: int) -> Tensor:
+        """Positions in the fusion set of training step ``batch_idx``: one of the epoch's
+        shares of a permutation of every frame, the same on every DDP rank (seeded by the
+        epoch), so that the ranks' averaged gradient is one process's."""
+        steps = self.trainer.num_training_batches
+        steps = int(steps) if math.isfinite(steps) and steps >= 1 else 1
+        generator = torch.Generator().manual_seed(self.trainer.current_epoch)
+        order = torch.randperm(count, generator=generator)
+        return order.tensor_split(min(steps, count))[batch_idx % min(steps, count)]
+
     # -- training ----------------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -354,6 +451,12 @@ class Hybrid(AUMethod):
                 features, _ = self.frame_features("train").lookup(batch["rows"])
                 scores = self.net.lstm(features)  # bf16 under autocast: the loss in float32
                 loss = max_margin_loss(scores.float(), target, self.hparams.margin, mask)
+            elif self.hparams.fusion_inputs == "validation":
+                held_out = self.fusion_set()
+                at = self._fusion_step_frames(batch_idx, len(held_out.rows))
+                fused = self.net.fusion(held_out.spatial[at], held_out.temporal[at])
+                loss = masked_bce(fused, held_out.target[at])
+                size = len(at)
             else:
                 fused = self.heads("train", batch["rows"])["fused"]
                 loss = masked_bce(fused[mask], target[mask])
@@ -393,7 +496,10 @@ class Hybrid(AUMethod):
         trained = {"cnn": True, "lstm": self.is_trained("lstm"), "fused": self.is_trained("fusion")}
         if self._fitting():  # the stage in training is scored from its first epoch
             trained[STAGE_HEAD[self.stage]] = True
-        return {h: self.probabilities(h, o[0].float()) for h, o in outputs.items() if trained[h]}
+        probs = {h: self.probabilities(h, o[0].float()) for h, o in outputs.items() if trained[h]}
+        if self.hparams.smooth_frames:  # the temporal control: one whole video per batch
+            probs["cnn_smoothed"] = moving_average(probs["cnn"], self.hparams.smooth_frames)
+        return probs
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if "image" in batch:  # the CNN stage validates on frames
@@ -424,8 +530,14 @@ class Hybrid(AUMethod):
         """Remember the stage's best weights by its validation F1; at the stage's last epoch,
         restore them (before the epoch's checkpoint is written)."""
         best = self._best.get(stage)
+        # a fusion trained on the validation subjects has no held-out data: its last epoch
+        latest = stage == "fusion" and self.hparams.fusion_inputs == "validation"
         # ties go to the later epoch (F1 is often 0 for every early epoch of a skewed AU set)
-        if best is None or (not math.isnan(f1) and (math.isnan(best[0]) or f1 >= best[0])):
+        if (
+            best is None
+            or latest
+            or (not math.isnan(f1) and (math.isnan(best[0]) or f1 >= best[0]))
+        ):
             state = {
                 k: v.detach().cpu().clone()
                 for k, v in self._stage_module(stage).state_dict().items()

@@ -13,6 +13,9 @@ from au_lightning.nn import PCA, ANet, MultiLabelHead, resnet_backbone
 
 Backbone = Literal["anet", "resnet18", "resnet34", "resnet50"]
 BACKBONES: tuple[str, ...] = get_args(Backbone)
+#: ANet's initialisation (:class:`au_lightning.nn.ANet`): He et al.'s (Caffe's ``msra``
+#: filler, the default) or PyTorch's default
+ANetInit = Literal["he", "pytorch"]
 
 
 class SpatialCNN(nn.Module):
@@ -25,6 +28,7 @@ class SpatialCNN(nn.Module):
             or a torchvision ResNet.
         pretrained: ResNets only: ImageNet weights (True) or a local weights file.
         in_size: the input side ANet is built for (the data's ``crop_size``).
+        anet_init: ANet's initialisation, ``he`` or ``pytorch`` (see :class:`ANet`).
     """
 
     def __init__(
@@ -33,6 +37,7 @@ class SpatialCNN(nn.Module):
         backbone: Backbone = "anet",
         pretrained: bool | str = False,
         in_size: int = 176,
+        anet_init: ANetInit = "he",
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
@@ -40,7 +45,9 @@ class SpatialCNN(nn.Module):
         if backbone == "anet":
             if pretrained is not False:
                 raise ConfigError("backbone 'anet' has no pretrained weights; set pretrained false")
-            anet = ANet(num_aus, in_size=in_size)
+            if anet_init not in get_args(ANetInit):
+                raise ConfigError(f"anet_init must be 'he' or 'pytorch', got {anet_init!r}")
+            anet = ANet(num_aus, in_size=in_size, init=anet_init)
             self.body: nn.Module = nn.Sequential(anet.conv, anet.avgpool, nn.Flatten(1), anet.fc)
             self.head: nn.Module = anet.classifier
             self.feature_dim = anet.feature_dim
@@ -128,9 +135,10 @@ class HybridNet(nn.Module):
         lstm_layers: int = 3,
         lstm_dropout: float = 0.5,
         fusion_hidden: int = 64,
+        anet_init: ANetInit = "he",
     ) -> None:
         super().__init__()
-        self.cnn = SpatialCNN(num_aus, backbone, pretrained, in_size)
+        self.cnn = SpatialCNN(num_aus, backbone, pretrained, in_size, anet_init)
         if not 1 <= pca_components <= self.cnn.feature_dim:
             raise ConfigError(
                 f"pca_components must be in [1, {self.cnn.feature_dim}] (the {backbone} "

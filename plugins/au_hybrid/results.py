@@ -7,14 +7,39 @@ from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
 import numpy as np
+import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from au_lightning import event_f1, reports
 
-Head = Literal["cnn", "lstm", "fused"]
+Head = Literal["cnn", "cnn_smoothed", "lstm", "fused"]
 HEADS: tuple[Head, ...] = get_args(Head)
-#: the column names of the paper's tables
-HEAD_NAMES: dict[Head, str] = {"cnn": "ANet", "lstm": "LSTM", "fused": "Ours"}
+#: the column names of the paper's tables; ``cnn_smoothed`` (the CNN's probabilities under a
+#: centred moving average) is this framework's temporal control, not a row of the paper
+HEAD_NAMES: dict[Head, str] = {
+    "cnn": "ANet",
+    "cnn_smoothed": "ANet-MA",
+    "lstm": "LSTM",
+    "fused": "Ours",
+}
+
+
+def moving_average(probs: Tensor, frames: int) -> Tensor:
+    """The centred ``frames``-frame moving average (odd ``frames``) of per-frame values
+    (T, L) of one run of consecutive frames: frame t averages frames t - k .. t + k
+    (k = frames // 2) that exist, so the first and last k frames average fewer frames,
+    and nothing crosses into another video. The temporal control that costs nothing,
+    against which the LSTMs and fusion (Sec. 3.2-3.3) are measured."""
+    if frames < 1 or frames % 2 == 0:
+        raise ValueError(f"the moving average needs an odd number of frames, got {frames}")
+    k = frames // 2
+    x = probs.double().T[:, None]  # (L, 1, T)
+    ones = torch.ones_like(x[:1])
+    kernel = torch.ones(1, 1, frames, dtype=x.dtype, device=x.device)
+    total = F.conv1d(x, kernel, padding=k)
+    count = F.conv1d(ones, kernel, padding=k)
+    return (total / count)[:, 0].T.to(probs.dtype)
 
 
 def event_scores(

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -196,11 +196,29 @@ class MAL(MultiTaskAU):
     trained to move its own features towards lower weights. ψ's step is not counted in
     ``trainer.global_step`` (one step per base update).
 
+    The effective step. Normalised to sum to one over the AU and FE batch (Sec. 4.1.2),
+    weights near uniform give each AU sample 1/(b_AU + b_FE): with equal batches the AU
+    loss enters at half the weight it has in STL (mean L^AU) and MTL (mean L^AU + mean
+    L^FE), so MAL's AU step is half theirs at the same α. ``weight_sum`` is the control:
+    the normalised weights are scaled to sum to it, in the virtual step (Eq. 5-6) and the
+    real one (Eq. 10-11) alike. ``weight_sum: 2`` (the number of tasks) gives, at uniform
+    weights and equal batch sizes, exactly MTL's loss, and the AU term STL's and MTL's
+    step; for plain SGD it equals doubling α in Eq. 6 and 11. The paper's reading is the
+    default, 1.
+
+    The checkpoint: ψ descends the loss of the reserve (Eq. 7), so a checkpoint selected on
+    the same frames is selected on ψ's training data. Train with
+    :class:`au_mal.MALDataModule` (``configs/mal.yaml``), whose validation set is disjoint
+    from the reserve; with a plain :class:`au_lightning.data.AuxiliaryDataModule` a warning
+    says that validation is the reserve.
+
     Args:
         meta_lr: β, the meta net's learning rate (0.001, Sec. 4.1.2).
         meta_optimizer: ``sgd`` (Eq. 7) or ``adam`` (as Meta-Weight-Net, Shu et al. 2019,
             trains its weighting net).
         backend: the differentiable virtual step's backend, ``higher`` or ``func``.
+        weight_sum: the sum of the normalised weights (Sec. 4.1.2: 1; 2 matches STL's and
+            MTL's effective AU step, see above).
         other arguments: see :class:`MultiTaskAU`.
     """
 
@@ -219,6 +237,7 @@ class MAL(MultiTaskAU):
         curve_every: int = 20,
         thresholds: float | list[float] = 0.5,
         threshold_search: bool = False,
+        weight_sum: float = 1.0,
     ) -> None:
         super().__init__(
             aus,
@@ -234,7 +253,10 @@ class MAL(MultiTaskAU):
         )
         if meta_optimizer not in ("sgd", "adam"):
             raise ConfigError(f"meta_optimizer must be sgd or adam, got {meta_optimizer!r}")
+        if not (isinstance(weight_sum, int | float) and weight_sum > 0):
+            raise ConfigError(f"weight_sum must be a number > 0, got {weight_sum!r}")
         self.save_hyperparameters()
+        self.weight_sum = float(weight_sum)
         self.automatic_optimization = False
         self.meta_net = MetaWeightNet(self.net.feature_dim)
         self.virtual_step = InnerLoop(lr, steps=1, optimizer="sgd", backend=backend)
@@ -252,7 +274,14 @@ class MAL(MultiTaskAU):
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
                 self, [f"meta_net.{name}" for name, _ in self.meta_net.named_parameters()]
             )
-        rates = getattr(self.trainer.datamodule, "reserve_rates", None)
+        datamodule = self.trainer.datamodule
+        if getattr(datamodule, "select_rows", None) is None:
+            rank_zero_warn(
+                "MAL: the validation set (which selects the checkpoint) is the meta-test "
+                "reserve that the meta net trains on; use data.class_path au_mal.MALDataModule "
+                "for a selection set disjoint from it"
+            )
+        rates = getattr(datamodule, "reserve_rates", None)
         if rates is not None:
             rates = torch.from_numpy(np.nan_to_num(np.asarray(rates), nan=0.5))
             self.reserve_pos_weight.copy_(positive_weights(rates.float()))
@@ -271,9 +300,9 @@ class MAL(MultiTaskAU):
         self, out: MultiTaskOutput, targets: tuple[Tensor, Tensor], fixed_weights: bool = False
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """L_total (Eq. 5, 10) of the concatenated AU and FE batch, with the normalised
-        weights of Sec. 4.1.2, and the parts to record. The weights are functions of ψ
-        (meta-train, Eq. 5), or constants with ``fixed_weights`` (base-learning, Eq. 10: ψ
-        gets no gradient from the training loss)."""
+        weights of Sec. 4.1.2 (summing to ``weight_sum``), and the parts to record. The
+        weights are functions of ψ (meta-train, Eq. 5), or constants with ``fixed_weights``
+        (base-learning, Eq. 10: ψ gets no gradient from the training loss)."""
         au_target, fe_target = targets
         b = len(au_target)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not fixed_weights):
@@ -281,7 +310,7 @@ class MAL(MultiTaskAU):
         w_au, w_fe = normalized_weights(w[:b], w[b:])
         loss_au = self.au_losses(out.au[:b], au_target)
         loss_fe = self.fe_losses(out.expression[b:], fe_target)
-        loss = (w_au * loss_au).sum() + (w_fe * loss_fe).sum()
+        loss = self.weight_sum * ((w_au * loss_au).sum() + (w_fe * loss_fe).sum())
         parts = {
             "loss_au": loss_au.mean().detach(),
             "loss_fe": loss_fe.mean().detach(),

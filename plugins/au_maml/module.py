@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,10 @@ from au_maml.net import Conv4
 #: the batch-norm statistics used when adapting and scoring at evaluation
 EvalBatchNorm = Literal["batch", "running"]
 
+#: α, the default inner (and adaptation) learning rate of plain gradient descent (Alg. 1
+#: line 8); the paper's 0.03 is for Adam (Sec. 4.2.1), see the plugin's README
+INNER_LR = 0.03
+
 
 def binary_bce(logits: Tensor, target: Tensor) -> Tensor:
     """The binary cross-entropy of Eq. 3 on logits (the sigmoid is folded in)."""
@@ -46,11 +50,20 @@ class AdaptiveDetector(AUMethod):
     evaluation by adaptation (Sec. 4.2.2).
 
     Every evaluation episode starts from the trained weights θ, takes ``adapt_steps`` steps
-    of ``inner_optimizer`` with learning rate ``inner_lr`` on its K-shot set D[tea], and is
-    scored on its balanced set D[te] after each step (0 = θ itself). θ, its gradients and
-    its batch-norm statistics are left unchanged. Validation logs the accuracy at 0 and at
-    ``adapt_steps`` steps (``val/acc_step0``, ``val/acc``); test writes per task, shot count
-    and step ``adaptation.csv`` and the Table 1-style ``test_results.md``, and prints it.
+    of ``inner_optimizer`` (default plain gradient descent, θ ← θ − α∇L as Alg. 1 line 8 and
+    Eq. 1) with learning rate ``inner_lr`` on its K-shot set D[tea], and is scored on its
+    balanced set D[te] after each step (0 = θ itself). θ, its gradients and its batch-norm
+    statistics are left unchanged. Validation logs the accuracy at 0 and at ``adapt_steps``
+    steps (``val/acc_step0``, ``val/acc``); test writes per task, shot count and step
+    ``adaptation.csv`` and the Table 1-style ``test_results.md``, and prints it.
+
+    ``adapt_lrs``: candidate adaptation learning rates. When given, every validation epoch
+    adapts each validation episode with each of them, logs ``val/acc_lr<lr>`` for each,
+    keeps the best by accuracy after ``adapt_steps`` steps as :attr:`adapt_lr` (a buffer,
+    saved in checkpoints) and logs it as ``val/adapt_lr`` and its accuracy as ``val/acc``;
+    test adapts with :attr:`adapt_lr`. Until a validation epoch has run, ``inner_lr`` is
+    used. This tunes the baseline's adaptation on validation subjects before it is compared
+    (the paper gives no adaptation settings for its baseline, Sec. 3.3).
 
     ``eval_bn``: ``batch`` (default) normalizes with the statistics of the batch at hand,
     D[tea] while adapting and D[te] when scoring, as in training and in Finn et al.'s MAML;
@@ -64,13 +77,14 @@ class AdaptiveDetector(AUMethod):
         self,
         aus: str | list[int] = "bp4d",
         image_size: int = 64,
-        inner_lr: float = 0.03,
-        inner_optimizer: InnerOptimizer = "adam",
+        inner_lr: float = INNER_LR,
+        inner_optimizer: InnerOptimizer = "sgd",
         adapt_steps: int = 5,
         eval_bn: EvalBatchNorm = "batch",
         backend: MetaBackend = "higher",
         lr: float = 0.03,
         weight_decay: float = 0.0,
+        adapt_lrs: Sequence[float] | None = None,
     ) -> None:
         super().__init__(aus, lr=lr, weight_decay=weight_decay)
         if eval_bn not in ("batch", "running"):
@@ -83,7 +97,16 @@ class AdaptiveDetector(AUMethod):
         self.adapt_steps = adapt_steps
         # adaptation_curve takes the number of steps per call (0 is allowed there)
         self.adaptation = InnerLoop(inner_lr, 1, inner_optimizer, backend=backend)
+        if adapt_lrs is not None and not list(adapt_lrs):
+            raise ConfigError("model.adapt_lrs must list at least one learning rate, or be null")
+        #: one adaptation loop per candidate learning rate (validation only)
+        self.candidates = [
+            InnerLoop(float(a), 1, inner_optimizer, backend=backend) for a in adapt_lrs or ()
+        ]
+        #: the adaptation learning rate test uses: inner_lr, or the best of adapt_lrs
+        self.register_buffer("adapt_lr", torch.tensor(float(inner_lr), dtype=torch.float64))
         self._accuracy: list[EpisodeAccuracy] = []
+        self._candidate_accuracy: list[EpisodeAccuracy] = []
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
@@ -111,6 +134,11 @@ class AdaptiveDetector(AUMethod):
         if self.logger is not None:
             self.logger.log_metrics({"train/skipped_tasks": float(len(skipped))}, step=0)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # checkpoints from before adapt_lrs have no adapt_lr: they adapt with inner_lr
+        checkpoint["state_dict"].setdefault("adapt_lr", self.adapt_lr.clone())
+
     # -- evaluation by adaptation (Sec. 4.2.2) ----------------------------------------------
 
     def _start(self, loaders: Any) -> None:
@@ -127,8 +155,12 @@ class AdaptiveDetector(AUMethod):
             EpisodeAccuracy(len(loader.dataset.tasks), steps).to(self.device) for loader in loaders
         ]
 
-    def _score(self, batch: dict[str, Any], metric: EpisodeAccuracy) -> None:
-        """Adapt on each episode's D[tea], count correct decisions on D[te] after each step."""
+    def _score(
+        self, batch: dict[str, Any], metric: EpisodeAccuracy, loop: InnerLoop | None = None
+    ) -> None:
+        """Adapt on each episode's D[tea] with ``loop`` (default :attr:`adaptation`), count
+        correct decisions on D[te] after each step."""
+        loop = loop or self.adaptation
         was_training = self.net.training
         self.net.train(self.eval_bn == "batch")
         correct = []
@@ -136,7 +168,7 @@ class AdaptiveDetector(AUMethod):
             batch["support_image"], batch["support_label"], batch["query_image"],
             batch["query_label"], strict=True,
         ):  # fmt: skip
-            outputs = self.adaptation.adaptation_curve(
+            outputs = loop.adaptation_curve(
                 self.net, binary_bce, (sx, sy), qx, steps=self.adapt_steps
             )
             decisions = torch.stack([o.reshape(-1) > 0 for o in outputs])
@@ -146,19 +178,39 @@ class AdaptiveDetector(AUMethod):
 
     def on_validation_epoch_start(self) -> None:
         self._start(self.trainer.val_dataloaders)
+        tasks = self._accuracy[0].num_tasks
+        self._candidate_accuracy = [
+            EpisodeAccuracy(tasks, self.adapt_steps).to(self.device) for _ in self.candidates
+        ]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._score(batch, self._accuracy[0])
+        if not self.candidates:
+            self._score(batch, self._accuracy[0])
+            return
+        for loop, metric in zip(self.candidates, self._candidate_accuracy, strict=True):
+            self._score(batch, metric, loop)
 
     def on_validation_epoch_end(self) -> None:
-        accuracy = self._accuracy[0].compute().nanmean(0)
         steps = self.adapt_steps
+        if self.candidates:
+            curves = [m.compute().nanmean(0) for m in self._candidate_accuracy]
+            for loop, curve in zip(self.candidates, curves, strict=True):
+                self.log(f"val/acc_lr{loop.lr:g}", float(curve[steps]))
+            # the first of equals; NaN (no episode) never wins
+            finals = torch.stack([c[steps] for c in curves]).nan_to_num(-1.0)
+            best = int(finals.argmax())
+            accuracy = curves[best]
+            self.adapt_lr.fill_(self.candidates[best].lr)
+            self.log("val/adapt_lr", self.candidates[best].lr)
+        else:
+            accuracy = self._accuracy[0].compute().nanmean(0)
         self.log("val/acc_step0", float(accuracy[0]), prog_bar=True)
         self.log(f"val/acc_step{steps}", float(accuracy[steps]))
         self.log("val/acc", float(accuracy[steps]), prog_bar=True)
 
     def on_test_epoch_start(self) -> None:
         self._start(self.trainer.test_dataloaders)
+        self.adaptation.lr = float(self.adapt_lr)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._score(batch, self._accuracy[dataloader_idx])
@@ -222,7 +274,8 @@ class MAML(AdaptiveDetector):
 
     Each training batch is a meta-batch of tasks (lines 4-5) with support sets D[tr] and
     query sets D[trv]. For every task, ``inner_steps`` steps of ``inner_optimizer`` with
-    learning rate α = ``inner_lr`` on D[tr] give θ_i (lines 7-8, Eq. 1); the loss of θ_i on
+    learning rate α = ``inner_lr`` on D[tr] give θ_i (lines 7-8, Eq. 1: by default plain
+    gradient descent, θ_i = θ − α∇θ L(θ; D[tr]), as Alg. 1 writes it); the loss of θ_i on
     D[trv] (line 9) is averaged over the tasks and θ takes one Adam step of learning rate
     β = ``lr`` on it (line 11, Eq. 2). The paper sums over tasks; the mean differs by the
     constant T, which Adam's normalization removes, and makes DDP's averaging across ranks
@@ -232,7 +285,11 @@ class MAML(AdaptiveDetector):
         aus: the training AUs (the data's ``aus``).
         image_size: the input side (the data's ``crop_size``).
         inner_lr, inner_optimizer: α and the per-task optimizer, in training and when
-            adapting at evaluation (the paper: Adam, 0.03).
+            adapting at evaluation. ``sgd`` (default) is Alg. 1 line 8 and Eq. 1; ``adam``
+            reads Sec. 4.2.1 ("Adam ... 0.03 for both α and β") as the inner optimizer too.
+            Second order through one inner Adam step gave meta-gradients 22-88 times the
+            first-order ones early in training, at cosine 0.07-0.11 to them (issue 26), so
+            it is an option, not the default.
         inner_steps: per-task steps in training (Alg. 1: one).
         first_order: drop the second-order term (inner gradients detached).
         adapt_steps: adaptation steps at evaluation (the paper's tables: 5).
@@ -245,9 +302,9 @@ class MAML(AdaptiveDetector):
         self,
         aus: str | list[int] = "bp4d",
         image_size: int = 64,
-        inner_lr: float = 0.03,
+        inner_lr: float = INNER_LR,
         inner_steps: int = 1,
-        inner_optimizer: InnerOptimizer = "adam",
+        inner_optimizer: InnerOptimizer = "sgd",
         first_order: bool = False,
         adapt_steps: int = 5,
         eval_bn: EvalBatchNorm = "batch",
@@ -288,24 +345,29 @@ class MAMLBaseline(AdaptiveDetector):
     ``train_on: frames``.
 
     Args: as :class:`MAML` (``inner_lr``, ``inner_optimizer`` and ``adapt_steps`` are used
-    at evaluation only; ``lr`` is the Adam learning rate of training).
+    at evaluation only; ``lr`` is the Adam learning rate of training), and ``adapt_lrs``:
+    candidate adaptation learning rates, the best on the validation episodes used for test
+    (see :class:`AdaptiveDetector`; ``configs/maml_baseline.yaml`` lists them). The paper
+    gives its baseline no adaptation settings, and a step size tuned for a meta-learned θ
+    need not suit a θ that was never trained to adapt.
     """
 
     def __init__(
         self,
         aus: str | list[int] = "bp4d",
         image_size: int = 64,
-        inner_lr: float = 0.03,
-        inner_optimizer: InnerOptimizer = "adam",
+        inner_lr: float = INNER_LR,
+        inner_optimizer: InnerOptimizer = "sgd",
         adapt_steps: int = 5,
         eval_bn: EvalBatchNorm = "batch",
         backend: MetaBackend = "higher",
         lr: float = 0.03,
         weight_decay: float = 0.0,
+        adapt_lrs: list[float] | None = None,
     ) -> None:
         super().__init__(
             aus, image_size, inner_lr, inner_optimizer, adapt_steps, eval_bn, backend, lr,
-            weight_decay,
+            weight_decay, adapt_lrs,
         )  # fmt: skip
         self.save_hyperparameters()
 
