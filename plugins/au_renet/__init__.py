@@ -21,21 +21,26 @@ all AUs with the AU relation graph as weights (Eq. 4-5).
 from au_renet.module import RENet, RENetIntensity
 from au_renet.net import (
     BACKBONES,
+    HEADS,
     AURelationGraph,
     AUSpecificBatchNorm,
+    PerAUOutput,
     RelationEmbeddedResNet,
     mix_parameters,
 )
-from au_renet.relation import check_relation, label_correlation
+from au_renet.relation import check_relation, label_correlation, read_relation
 
 __all__ = [
     "BACKBONES",
+    "HEADS",
     "AURelationGraph",
     "AUSpecificBatchNorm",
+    "PerAUOutput",
     "RENet",
     "RENetIntensity",
     "RelationEmbeddedResNet",
     "check_relation",
     "label_correlation",
     "mix_parameters",
+    "read_relation",
 ]

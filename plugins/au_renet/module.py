@@ -23,8 +23,8 @@ from au_lightning import (
     mean_over_folds,
     reports,
 )
-from au_renet.net import Backbone, RelationEmbeddedResNet
-from au_renet.relation import check_relation, label_correlation
+from au_renet.net import HEADS, Backbone, Head, RelationEmbeddedResNet
+from au_renet.relation import MIN_ROW_SUM, check_relation, label_correlation, read_relation
 
 __all__ = ["Graph", "RENet", "RENetIntensity", "TrainingStrategy"]
 
@@ -51,13 +51,25 @@ class RENet(AUMethod):
         graph: ``fixed``, ω = the Pearson correlations of the training labels (Sec. 3.3),
             or ``learnable``, ω learned from a random start ("Ours+learnable", Table 7).
         strategy: ``random``, one random AU per batch (Sec. 3.4, the paper's choice: as fast
-            as the baseline), or ``all``, every AU in every batch, losses summed.
+            as the baseline), or ``all`` (the default), every seen AU in every batch, losses
+            summed; see the plugin README for the fit check behind the default.
+        head: ``per_au`` (default), a C-way output layer whose row c AU c's pass reads
+            (Sec. 4.6: with γ = 1, β = 0 RE-Net is then ResNet-18), or ``shared``, one
+            logit every AU's pass reads; see :class:`RelationEmbeddedResNet`.
         unseen_aus: AUs whose labels are removed from training (new-AU recognition,
             Sec. 4.6, Table 6). Training never runs them; they are predicted through their
-            graph-mixed γ, β (Eq. 5). Their BN statistics, which no training pass updated,
-            are estimated before each evaluation (see ``recalibrate_statistics``). ω still
-            comes from all training labels, these AUs' too: the relation is the prior, the
-            labels are what the loss never sees.
+            graph-mixed γ, β (Eq. 5) and, with the ``per_au`` head, graph-mixed output rows.
+            Their BN statistics, which no training pass updated, are estimated before each
+            evaluation (see ``recalibrate_statistics``).
+        unseen_relation: where the unseen AUs' rows and columns of a fixed ω come from
+            (the seen AUs' part is always their training-label PCC). ``identity``
+            (default): no edges, so nothing of their labels is used, and nothing transfers
+            to them either; ``labels``: their PCC with the seen AUs on the training frames
+            (the paper's graph, Sec. 3.3; it reads the unseen AUs' training labels: their
+            pairwise co-occurrence with every seen AU, though never a per-frame label in
+            the loss); or the path of a relation CSV (as ``relation.csv`` of a run, e.g.
+            computed on other subjects or another dataset), whose rows and columns for the
+            unseen AUs are used.
         recalibrate_statistics: re-estimate every AU's BN running statistics with the
             current weights before each evaluation ("precise BN"; not in the paper). With
             ``strategy: random`` an AU's statistics move only in the 1 step of C that draws
@@ -78,8 +90,10 @@ class RENet(AUMethod):
         backbone: Backbone = "resnet18",
         pretrained: bool | str = False,
         graph: Graph = "fixed",
-        strategy: TrainingStrategy = "random",
+        strategy: TrainingStrategy = "all",
+        head: Head = "per_au",
         unseen_aus: list[int] | None = None,
+        unseen_relation: str = "identity",
         recalibrate_statistics: bool = False,
         calibration_batches: int = 20,
         thresholds: float | list[float] = 0.5,
@@ -94,6 +108,13 @@ class RENet(AUMethod):
             raise ConfigError(f"model.graph must be fixed or learnable, got {graph!r}")
         if strategy not in ("random", "all"):
             raise ConfigError(f"model.strategy must be random or all, got {strategy!r}")
+        if head not in HEADS:
+            raise ConfigError(f"model.head must be {' or '.join(HEADS)}, got {head!r}")
+        if unseen_relation not in ("identity", "labels") and not Path(unseen_relation).is_file():
+            raise ConfigError(
+                "model.unseen_relation must be identity, labels or the path of a relation "
+                f"CSV; {unseen_relation!r} is neither"
+            )
         unknown = [a for a in unseen_aus or [] if a not in self.aus]
         if unknown:
             raise ConfigError(f"model.unseen_aus {unknown} are not among the AUs {self.aus}")
@@ -104,8 +125,9 @@ class RENet(AUMethod):
         if calibration_batches < 1:
             raise ConfigError(f"model.calibration_batches must be >= 1, got {calibration_batches}")
         self.net = RelationEmbeddedResNet(
-            len(self.aus), backbone, pretrained, graph == "learnable", self.outputs
-        )
+            len(self.aus), backbone, pretrained, graph == "learnable", self.outputs, head,
+            self.unseen,
+        )  # fmt: skip
         # whether the estimated BN statistics match the current weights (saved, so that
         # testing a checkpoint does not estimate them again)
         self.register_buffer("statistics_current", torch.tensor(False))
@@ -156,10 +178,35 @@ class RENet(AUMethod):
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage != "fit" or datamodule is None or getattr(datamodule, "index", None) is None:
             return
-        self.training_relation = label_correlation(self.relation_labels(datamodule), self.aus)
+        self.set_training_relation(self.relation_labels(datamodule))
+
+    def training_relation_from(self, labels: np.ndarray) -> np.ndarray:
+        """ω of Sec. 3.3 from the training labels ``(N, C)``: the seen AUs' PCC, and the
+        unseen AUs' rows and columns as ``unseen_relation`` says (``identity``: their
+        labels are not read)."""
+        if self.hparams.unseen_relation == "labels" or not self.unseen:
+            return label_correlation(labels, self.aus)
+        omega = np.eye(len(self.aus))
+        seen = np.array(self.seen)
+        seen_aus = [self.aus[c] for c in self.seen]
+        omega[np.ix_(seen, seen)] = label_correlation(np.asarray(labels)[:, seen], seen_aus)
+        if self.hparams.unseen_relation != "identity":
+            prior = read_relation(Path(self.hparams.unseen_relation), self.aus)
+            unseen = np.array(self.unseen)
+            omega[unseen, :] = prior[unseen, :]
+            omega[:, unseen] = prior[:, unseen]
+        np.fill_diagonal(omega, 1.0)
+        return omega
+
+    def set_training_relation(self, labels: np.ndarray) -> np.ndarray:
+        """What :meth:`setup` does at the start of fitting: ω from the training labels
+        ``(N, C)`` (:meth:`training_relation_from`), checked and set as the fixed graph
+        (a learnable graph keeps its random start). Returns ω."""
+        self.training_relation = self.training_relation_from(labels)
         if self.hparams.graph == "fixed":
             check_relation(self.training_relation, self.aus)
             self.net.graph.set_relation(torch.from_numpy(self.training_relation))
+        return self.training_relation
 
     def on_fit_start(self) -> None:
         if self.training_relation is not None and self.trainer.is_global_zero:
@@ -169,6 +216,15 @@ class RENet(AUMethod):
         if self.hparams.graph == "learnable" and self.trainer.is_global_zero:
             learned = self.net.graph().detach().cpu().numpy()
             self.write_relation(learned, "relation_learned", "AU relation (learned)")
+            guarded = [f"AU{a}" for a, s in zip(self.aus, learned.sum(1), strict=True)
+                       if s <= MIN_ROW_SUM + 1e-6]  # fmt: skip
+            if guarded:
+                logger.warning(
+                    "the learned relation rows of %s reached the row-sum guard (%g): their "
+                    "off-diagonal weights were raised to keep Eq. 5's denominator positive",
+                    ", ".join(guarded),
+                    MIN_ROW_SUM,
+                )
 
     def write_relation(self, relation: np.ndarray, stem: str, title: str) -> Path:
         """``<stem>.png`` (the heatmap of Fig. 2) and ``<stem>.csv`` in the run directory."""
@@ -221,8 +277,9 @@ class RENetIntensity(RENet):
     Args:
         aus: the intensity AUs (``bp4d_intensity``: BP4D's 5; ``disfa``: DISFA's 12).
         levels: intensity levels (0..5 in FACS, so 6).
-        backbone, pretrained, graph, strategy, unseen_aus, recalibrate_statistics,
-            calibration_batches, lr, weight_decay: see :class:`RENet`.
+        backbone, pretrained, graph, strategy, head, unseen_aus, unseen_relation,
+            recalibrate_statistics, calibration_batches, lr, weight_decay: see
+            :class:`RENet`.
     """
 
     outputs: ClassVar[int] = 6
@@ -233,16 +290,20 @@ class RENetIntensity(RENet):
         backbone: Backbone = "resnet18",
         pretrained: bool | str = False,
         graph: Graph = "fixed",
-        strategy: TrainingStrategy = "random",
+        strategy: TrainingStrategy = "all",
+        head: Head = "per_au",
         unseen_aus: list[int] | None = None,
+        unseen_relation: str = "identity",
         recalibrate_statistics: bool = False,
         calibration_batches: int = 20,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(
-            aus, backbone, pretrained, graph, strategy, unseen_aus, recalibrate_statistics,
-            calibration_batches, lr=lr, weight_decay=weight_decay,
+            aus, backbone, pretrained, graph, strategy=strategy, head=head,
+            unseen_aus=unseen_aus, unseen_relation=unseen_relation,
+            recalibrate_statistics=recalibrate_statistics,
+            calibration_batches=calibration_batches, lr=lr, weight_decay=weight_decay,
         )  # fmt: skip
         self.save_hyperparameters()
         self.val_intensity = AUIntensityMetrics(self.aus)

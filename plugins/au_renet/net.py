@@ -12,17 +12,24 @@ from torch.nn import functional as F
 
 from au_lightning import ConfigError
 from au_lightning.nn import resnet_backbone
+from au_renet.relation import MIN_ROW_SUM
 
 __all__ = [
     "BACKBONES",
+    "HEADS",
     "AURelationGraph",
     "AUSpecificBatchNorm",
+    "PerAUOutput",
     "RelationEmbeddedResNet",
     "mix_parameters",
 ]
 
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 BACKBONES: tuple[str, ...] = get_args(Backbone)
+#: the output layer: ``per_au``, C rows (the pass for AU c reads row c); ``shared``, one row
+#: that every AU's pass reads
+Head = Literal["per_au", "shared"]
+HEADS: tuple[str, ...] = get_args(Head)
 
 
 def mix_parameters(relation: Tensor, params: Tensor) -> Tensor:
@@ -42,9 +49,15 @@ class AURelationGraph(nn.Module):
     Args:
         num_aus: C.
         learnable: False: ω is a fixed buffer, set with :meth:`set_relation` (the Pearson
-            correlations of the training labels, Sec. 3.3). True: the off-diagonal ω are
-            parameters, initialised uniformly in [0, 1) ("Ours+learnable", Sec. 4.6; the
-            paper says only "randomly"; non-negative starts keep Eq. 5's row sums >= 1).
+            correlations of the training labels, Sec. 3.3; :func:`check_relation` refuses
+            row sums below :data:`MIN_ROW_SUM`). True: the off-diagonal ω are parameters,
+            initialised uniformly in [0, 1) ("Ours+learnable", Sec. 4.6; the paper says only
+            "randomly"; non-negative starts keep Eq. 5's row sums >= 1). Nothing keeps a
+            learned row sum positive, and Eq. 5 divides by it, so :meth:`forward` guards
+            it: a row whose off-diagonal weights sum to less than ``MIN_ROW_SUM - 1`` has
+            them all raised by the same amount until its sum is ``MIN_ROW_SUM`` (not in the
+            paper). Along that uniform shift the loss is then flat, so gradient descent
+            does not push the parameters' sum further down.
     """
 
     def __init__(self, num_aus: int, learnable: bool = False) -> None:
@@ -63,8 +76,13 @@ class AURelationGraph(nn.Module):
             self.weight.copy_(relation)
 
     def forward(self) -> Tensor:
-        """ω (C, C): the weights off the diagonal, 1 on it."""
-        return torch.where(self.off_diagonal, self.weight, torch.ones_like(self.weight))
+        """ω (C, C): the weights off the diagonal, 1 on it; a learnable graph's rows with
+        their sums guarded (see the class)."""
+        omega = torch.where(self.off_diagonal, self.weight, torch.ones_like(self.weight))
+        if not self.learnable:
+            return omega
+        deficit = (MIN_ROW_SUM - omega.sum(1, keepdim=True)).clamp_min(0)
+        return omega + self.off_diagonal * deficit / max(len(omega) - 1, 1)
 
 
 class AUSpecificBatchNorm(nn.Module):
@@ -136,15 +154,83 @@ class AUSpecificBatchNorm(nn.Module):
         return f"{self.num_features}, num_aus={self.num_aus}, eps={self.eps}"
 
 
+class PerAUOutput(nn.Module):
+    """RE-Net's C-way output layer: ``outputs`` rows per AU, of which AU c's pass reads AU
+    c's; the parameters are a ``Linear(in_features, C * outputs)``'s (``weight``, ``bias``).
+
+    The AUs at positions ``unseen`` never run in training, so their rows are never trained:
+    they start at 0 and their passes read the rows of Eq. 5 instead,
+    Σ_k ω_ck w_k / Σ_k ω_ck over all AUs, their own zero rows included (not in the paper).
+    """
+
+    def __init__(
+        self, in_features: int, num_aus: int, outputs: int = 1, unseen: Sequence[int] = ()
+    ) -> None:
+        super().__init__()
+        self.num_aus, self.outputs = num_aus, outputs
+        linear = nn.Linear(in_features, num_aus * outputs)  # its initialisation
+        self.weight, self.bias = linear.weight, linear.bias
+        unseen_mask = torch.zeros(num_aus, dtype=torch.bool)
+        unseen_mask[list(unseen)] = True
+        self.register_buffer("unseen_mask", unseen_mask, persistent=False)
+        with torch.no_grad():
+            self.weight.view(num_aus, outputs, -1)[unseen_mask] = 0.0
+            self.bias.view(num_aus, outputs)[unseen_mask] = 0.0
+
+    def rows(self, relation: Tensor) -> tuple[Tensor, Tensor]:
+        """The weights ``(C, outputs, in_features)`` and biases ``(C, outputs)`` each AU's
+        pass reads: its own, or for an unseen AU those mixed by Eq. 5 with ω ``relation``."""
+        weight = self.weight.view(self.num_aus, self.outputs, -1)
+        bias = self.bias.view(self.num_aus, self.outputs)
+        if not self.unseen_mask.any():
+            return weight, bias
+        mixed_weight = mix_parameters(relation, weight.flatten(1)).view_as(weight)
+        mixed_bias = mix_parameters(relation, bias)
+        unseen = self.unseen_mask
+        return (
+            torch.where(unseen[:, None, None], mixed_weight, weight),
+            torch.where(unseen[:, None], mixed_bias, bias),
+        )
+
+    def forward(self, features: Tensor, positions: Tensor, relation: Tensor) -> Tensor:
+        """Outputs ``(B, K, outputs)`` of features ``(B, K, in_features)``, where column k
+        was computed for the AU at position ``positions[k]``."""
+        weight, bias = self.rows(relation)
+        # one (B, D) @ (D, outputs) product per AU, the bias added inside it, so that under
+        # autocast the output has the autocast dtype, as nn.Linear's
+        out = torch.baddbmm(
+            bias[positions].unsqueeze(1),
+            features.transpose(0, 1),
+            weight[positions].transpose(1, 2),
+        )
+        return out.transpose(0, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, num_aus={self.num_aus}, outputs={self.outputs}"
+
+
 class RelationEmbeddedResNet(nn.Module):
     """RE-Net (Sec. 3.4, 4.3): a torchvision ResNet whose every BN layer is an
-    :class:`AUSpecificBatchNorm`, with one shared output layer. θ_c = (γ_c, β_c) of all BN
-    layers belong to AU c, everything else (convolutions, output layer) is shared θ_s.
+    :class:`AUSpecificBatchNorm`. θ_c = (γ_c, β_c) of all BN layers belong to AU c; the
+    convolutions are shared θ_s.
 
     Running the network for AU c gives that AU's output: one logit for occurrence (Eq. 6) or
     ``outputs`` intensity-level logits (Sec. 4.5). Several AUs run in one batched pass:
     the first convolution precedes every BN, so it is computed once per image; from the
     first BN on, each image is carried K times.
+
+    The output layer (``head``):
+
+    - ``per_au`` (default): a C-way layer (``C * outputs`` rows), of which the pass for AU c
+      reads AU c's rows, as ResNet-18's multi-label output layer does. This is the reading
+      under which Sec. 4.6 holds: with every γ = 1 and β = 0, Eq. 5 gives every AU the same
+      features, and the network is the vanilla ResNet-18. An AU in ``unseen`` never trains
+      its rows: they start at 0 and its pass reads the rows of Eq. 5 instead,
+      Σ_k ω_ck w_k / Σ_k ω_ck over all AUs (the unseen AU's own zero rows included), as
+      its γ and β are mixed (:class:`PerAUOutput`; not in the paper, which does not
+      describe the output layer).
+    - ``shared``: one layer of ``outputs`` rows that every AU's pass reads; the AUs then
+      differ only through their BN parameters (all equal at the start).
 
     Args:
         num_aus: C.
@@ -153,6 +239,9 @@ class RelationEmbeddedResNet(nn.Module):
             :func:`au_lightning.nn.resnet_backbone`.
         learnable_graph: see :class:`AURelationGraph`.
         outputs: 1 (occurrence) or the number of intensity levels (6).
+        head: ``per_au`` or ``shared`` (above).
+        unseen: positions of the AUs training never runs (Sec. 4.6); used by the ``per_au``
+            head only (:class:`PerAUOutput`).
     """
 
     def __init__(
@@ -162,18 +251,27 @@ class RelationEmbeddedResNet(nn.Module):
         pretrained: bool | str = False,
         learnable_graph: bool = False,
         outputs: int = 1,
+        head: Head = "per_au",
+        unseen: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ConfigError(
                 f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}"
             )
+        if head not in HEADS:
+            raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
         self.num_aus = num_aus
+        self.outputs = outputs
+        self.head_kind = head
         self.backbone, feature_dim = resnet_backbone(int(backbone[6:]), pretrained)
         _replace_batchnorms(self.backbone, num_aus)
         self.norms = [m for m in self.backbone.modules() if isinstance(m, AUSpecificBatchNorm)]
         self.graph = AURelationGraph(num_aus, learnable_graph)
-        self.head = nn.Linear(feature_dim, outputs)
+        if head == "per_au":
+            self.head: nn.Module = PerAUOutput(feature_dim, num_aus, outputs, unseen)
+        else:
+            self.head = nn.Linear(feature_dim, outputs)
 
     def _positions(self, aus: Sequence[int] | Tensor | None) -> Tensor:
         if aus is None:
@@ -201,7 +299,10 @@ class RelationEmbeddedResNet(nn.Module):
         finally:
             for norm in self.norms:
                 norm.context = None
-        return self.head(features).view(len(images), len(positions), -1)
+        features = features.view(len(images), len(positions), -1)
+        if self.head_kind == "shared":
+            return self.head(features)
+        return self.head(features, positions, relation)
 
     def forward_each(self, images: Tensor) -> Tensor:
         """The naive inference: C passes, one per AU; equals :meth:`forward` for all AUs."""

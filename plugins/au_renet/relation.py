@@ -3,14 +3,16 @@ training labels, used as the edge weights ω of Eq. 5."""
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from au_lightning import ConfigError
 
-__all__ = ["check_relation", "label_correlation"]
+__all__ = ["check_relation", "label_correlation", "read_relation"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,3 +62,21 @@ def check_relation(omega: np.ndarray, aus: Sequence[int]) -> None:
             f"the AU relation rows of {', '.join(bad)} sum to less than {MIN_ROW_SUM}; Eq. 5 "
             "divides by this sum. Use model.graph learnable, or other AUs"
         )
+
+
+def read_relation(path: Path, aus: Sequence[int]) -> np.ndarray:
+    """ω ``(C, C)`` for ``aus`` from a relation CSV as :meth:`RENet.write_relation` writes
+    it (``relation.csv``: a header ``AU,AU1,AU2,...`` and one row ``AU<n>,...`` per AU), in
+    the order of ``aus``; the file may hold more AUs. Raises a ``ConfigError`` naming the
+    AUs it lacks."""
+    try:
+        with Path(path).open(newline="") as f:
+            rows = list(csv.reader(f))
+        columns = [int(name.removeprefix("AU")) for name in rows[0][1:]]
+        table = {int(r[0].removeprefix("AU")): [float(v) for v in r[1:]] for r in rows[1:]}
+    except (OSError, ValueError, IndexError) as err:
+        raise ConfigError(f"{path} is not a relation CSV (AU,AU1,AU2,... rows): {err}") from err
+    missing = [a for a in aus if a not in columns or a not in table]
+    if missing:
+        raise ConfigError(f"the relation CSV {path} has no row or column for AUs {missing}")
+    return np.array([[table[a][columns.index(b)] for b in aus] for a in aus])
