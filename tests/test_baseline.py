@@ -368,3 +368,20 @@ def test_imbalance_options_from_the_command_line(workdir: Path) -> None:
         rows = list(csv.DictReader(f))
     assert {"F1 untuned", "threshold"} <= set(rows[0])
     np.testing.assert_allclose([float(r["threshold"]) for r in rows[:-1]], tuned, atol=5e-4)
+
+
+def test_baseline_passes_the_selective_target_to_its_loss() -> None:
+    """One AU, 1 positive and 3 negatives (batch share 1/4), base rate 0.1: ``data`` weighs
+    the positive 1 and each negative 1 * 0.9 / (3 * 0.1) = 3; ``balanced`` weighs the
+    positive 3 * 0.5 / (1 * 0.5) = 3 and each negative 1."""
+    target = torch.tensor([[1.0], [0.0], [0.0], [0.0]])
+    logits = torch.tensor([[0.3], [-0.2], [0.5], [1.0]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    expected = {"data": [1.0, 3.0, 3.0, 3.0], "balanced": [3.0, 1.0, 1.0, 1.0]}
+    for goal, weights in expected.items():
+        model = Baseline(aus=[1], loss_weights="selective", selective_target=goal)
+        model.base_rate.fill_(0.1)
+        w = torch.tensor(weights)[:, None]
+        want = (w * bce).mean()  # masked_bce: the mean over the known labels
+        got = model.label_loss(logits, target)
+        assert torch.allclose(got, want), (goal, got, want)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from au_baseline.net import Backbone, BaselineNet
-from au_lightning import AUMethod, ConfigError, LossWeights
+from au_lightning import AUMethod, ConfigError, LossWeights, SelectiveTarget
 from au_lightning.data import resolve_aus
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class Baseline(AUMethod):
             are copied for the AUs both runs share, the other AUs start fresh.
         in_size: the input side ANet is built for (set it to the data's ``crop_size``).
         dropout: dropout before the AU layer.
-        thresholds, threshold_search, lr, weight_decay, loss_weights: see
+        thresholds, threshold_search, lr, weight_decay, loss_weights, selective_target: see
             :class:`au_lightning.AUMethod`.
     """
 
@@ -48,8 +48,17 @@ class Baseline(AUMethod):
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         loss_weights: LossWeights = "none",
+        selective_target: SelectiveTarget = "data",
     ) -> None:
-        super().__init__(aus, thresholds, threshold_search, lr, weight_decay, loss_weights)
+        super().__init__(
+            aus,
+            thresholds,
+            threshold_search,
+            lr,
+            weight_decay,
+            loss_weights,
+            selective_target=selective_target,
+        )
         self.save_hyperparameters()
         self.net = BaselineNet(len(self.aus), backbone, pretrained, in_size, dropout)
 

@@ -1,0 +1,151 @@
+"""Pretrained trunks for SynthAU studies: the stand-in for ImageNet or face-recognition weights.
+
+MAL (Li & Shan Sec. 4.2) starts its BP4D network from ImageNet and its DISFA one from BP4D;
+Ji et al. start from face-recognition and expression views; RE-Net's ResNet-18 is ImageNet's.
+No such weights can be downloaded here, so a study starts from a ResNet trained on a SynthAU
+population whose identities are disjoint from the study's (another ``seed``), either on that
+population's AU labels (``task="aus"``, as MAL initialises DISFA from BP4D) or on a generic
+pretext, its subjects' identities (``task="identity"``, Ji et al.'s face view).
+
+A trunk is keyed by its whole specification and cached under
+``$AU_LIGHTNING_CACHE/trunks/<key>.pt`` as a plain torchvision state_dict, so any
+``pretrained:`` option (``resnet_backbone(pretrained=path)``) loads it. Training is seeded,
+single-process and without data-loader workers: the same specification gives the same trunk
+on the same machine and thread count (CPU kernels may round differently elsewhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from au_lightning.data.cache import cache_dir
+from au_lightning.data.datasets import FrameDataset
+from au_lightning.data.formats import read_dataset
+from au_lightning.data.synth import ensure_synthau
+from au_lightning.data.transforms import train_transform
+from au_lightning.errors import ConfigError
+from au_lightning.losses import masked_bce
+from au_lightning.nn.resnet import resnet_backbone
+
+__all__ = ["TrunkSpec", "TrunkTask", "ensure_synth_trunk"]
+
+logger = logging.getLogger(__name__)
+
+TrunkTask = Literal["aus", "identity"]
+#: bump when the training recipe changes, so old cached trunks are not reused
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    """What a pretrained SynthAU trunk is trained on, and how.
+
+    Args:
+        population: the ``ensure_synthau`` parameters of the pretraining population (BP4D
+            layout). Its ``seed`` must differ from every study set's, so that no study
+            identity is seen in pretraining.
+        task: ``aus`` (masked BCE on the population's 12 BP4D AUs) or ``identity``
+            (cross-entropy over its subjects).
+        depth: the ResNet depth (torchvision ResNet-``depth``).
+        steps, batch_size, lr: Adam steps, batch size and learning rate.
+        image_size, crop_size: the resize and random crop (with flips) of the inputs.
+        seed: the seed of initialisation and batch order.
+    """
+
+    population: dict[str, int] = field(
+        default_factory=lambda: {
+            "subjects": 41,
+            "videos": 4,
+            "frames": 60,
+            "size": 64,
+            "seed": 1000,
+        }
+    )
+    task: TrunkTask = "aus"
+    depth: int = 18
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    image_size: int = 64
+    crop_size: int = 56
+    seed: int = 0
+
+    def key(self) -> str:
+        text = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ensure_synth_trunk(spec: TrunkSpec | None = None, directory: str | Path | None = None) -> Path:
+    """The path of the trunk of ``spec`` (default :class:`TrunkSpec`), trained on first use.
+
+    The file is a torchvision ResNet state_dict without ``fc``; ``<key>.json`` beside it
+    records the specification, the training time and the last 100 steps' mean loss. It is
+    written to a temporary file and renamed into place, so concurrent runs never read half a
+    file.
+    """
+    spec = spec or TrunkSpec()
+    if spec.task not in ("aus", "identity"):
+        raise ConfigError(f"trunk task {spec.task!r}; expected 'aus' or 'identity'")
+    base = Path(directory) if directory is not None else cache_dir() / "trunks"
+    final = base / f"resnet{spec.depth}-{spec.task}-{spec.key()}.pt"
+    if final.is_file():
+        return final
+    base.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    state, loss = _train(spec)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}-", dir=base)
+    os.close(fd)
+    torch.save(state, tmp)
+    info = {**asdict(spec), "seconds": round(time.perf_counter() - start, 1), "final_loss": loss}
+    final.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    os.replace(tmp, final)
+    logger.info("trained %s in %.0f s (final loss %.3f)", final.name, info["seconds"], loss)
+    return final
+
+
+def _train(spec: TrunkSpec) -> tuple[dict[str, torch.Tensor], float]:
+    generator = torch.Generator().manual_seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    root = ensure_synthau("bp4d", progress=False, **spec.population)
+    index = read_dataset("bp4d", root)
+    dataset = FrameDataset(index, transform=train_transform(spec.image_size, spec.crop_size))
+    trunk, features = resnet_backbone(spec.depth)
+    outputs = len(index.aus) if spec.task == "aus" else len(index.subject_names)
+    head = nn.Linear(features, outputs)
+    model = nn.Sequential(trunk, head).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    rng = np.random.default_rng(spec.seed)
+    losses: list[float] = []
+    for step in range(1, spec.steps + 1):
+        rows = rng.choice(len(dataset), spec.batch_size, replace=False)
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+        items = [dataset[int(r)] for r in rows]
+        images = torch.stack([item["image"] for item in items])
+        logits = model(images)
+        if spec.task == "aus":
+            target = torch.stack([item["occurrence"] for item in items]).long()
+            loss = masked_bce(logits, target)
+        else:
+            target = torch.from_numpy(index.subject_code[rows].astype(np.int64))
+            loss = F.cross_entropy(logits, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 250 == 0:
+            logger.info("trunk step %d/%d: loss %.3f", step, spec.steps, np.mean(losses[-250:]))
+    state = {k: v.detach().clone() for k, v in trunk.state_dict().items()}
+    return state, float(np.mean(losses[-100:]))

@@ -1,0 +1,437 @@
+"""The evidence study: every paper's claims on one SynthAU study set, over seeds, with paired
+differences and their 95% intervals (``au_lightning.evidence``).
+
+    python bench/study.py --claims baseline renet --seeds 0 1 2       # train what is missing
+    python bench/study.py --no-train --out docs/results/study.md      # tables of existing runs
+    python bench/study.py --budget paper --seeds 0 1 2                # on a GPU (see --help)
+
+Each claim compares two *variants* (a config and its options) trained with the same seeds
+on the same data: the seed (``seed_everything``) fixes initialisation, batch order and
+augmentation; the split (``data.seed``, fold ``part1``) is the same for all. A run is kept in
+``<runs>/<budget>/<variant>/seed<k>/`` with ``metrics.json`` (its test scores and wall
+time), and is not trained again while that file exists.
+
+Budgets:
+
+- ``cpu`` (the study regime): SynthAU ``STUDY_SET`` (27 subjects, 9 per published BP4D part,
+  in the BP4D layout at 64 px), 64-px inputs cropped to 56, and the ResNets start from the
+  cached SynthAU trunk of :class:`au_lightning.trunks.TrunkSpec` (AU labels of 41 other
+  identities, seed 1000), trained once on first use. ANet and MAML's Conv4 start from
+  scratch, as in their papers.
+- ``paper``: the papers' image sizes (BP4D-layout SynthAU at 256 px, 224-px crops; MAML at
+  its 32 px) and epochs, for a GPU: ``--trainer.accelerator=gpu`` is added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from au_lightning.evidence import paired_difference
+from au_lightning.fewshot_results import read_adaptation_csv
+from au_lightning.trunks import TrunkSpec, TrunkTask, ensure_synth_trunk
+
+STUDY_SET = {"subjects": 27, "videos": 3, "frames": 60, "size": 64, "seed": 0}
+PAPER_SET = {"subjects": 27, "videos": 3, "frames": 60, "size": 256, "seed": 0}
+#: SynthAU's rarest BP4D AUs on the study set (base rate under 10%): Chu et al.'s minority
+MINORITY_AUS = (2, 15, 23, 24)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Options every run of a budget gets, and the trunk its ResNets start from."""
+
+    synth: dict[str, int]
+    options: tuple[str, ...]
+    epochs: int
+    trunk: TrunkSpec | None = field(default_factory=TrunkSpec)
+    gpu: bool = False
+
+
+BUDGETS = {
+    "cpu": Budget(STUDY_SET, ("--data.image_size=64", "--data.crop_size=56"), epochs=4),
+    "paper": Budget(
+        PAPER_SET,
+        ("--data.image_size=256", "--data.crop_size=224", "--data.num_workers=8"),
+        epochs=20,
+        trunk=TrunkSpec(
+            population={**TrunkSpec().population, "size": 256},
+            image_size=256,
+            crop_size=224,
+            steps=3000,
+        ),
+        gpu=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row: ``configs/<config>.yaml`` with ``options``; ``trunk``: the pretext task of
+    the budget's pretrained trunk the ResNet starts from (``--model.pretrained``), or None
+    (from scratch)."""
+
+    config: str
+    options: tuple[str, ...] = ()
+    trunk: TrunkTask | None = "aus"
+    reader: str = "detection"  # detection | fewshot
+    monitor: str = "val/f1_mean"
+    #: keep the config's epochs (MAML's episodes and its baseline's frames are matched there)
+    own_epochs: bool = False
+
+
+RENET = ("--model.head=per_au", "--model.strategy=all", "--model.lr=1e-4")
+
+VARIANTS: dict[str, Variant] = {
+    "resnet18": Variant("baseline"),
+    "resnet18-scratch": Variant("baseline", trunk=None),
+    "resnet18-identity": Variant("baseline", trunk="identity"),
+    "resnet18+DA": Variant("baseline", ("--data.sampler=duplicate",)),
+    "resnet18-momu": Variant("baseline", ("--data.sampler=momu",)),
+    # the C-way head and every AU every batch (plugins/au_renet/README.md), at the
+    # baseline's learning rate (Yang & Yin Sec. 4.3: Adam 1e-4)
+    "renet": Variant("renet", RENET),
+    "renet+DA": Variant("renet", (*RENET, "--data.sampler=duplicate")),
+    "renet-learnable": Variant("renet", (*RENET, "--model.graph=learnable")),
+    "stl": Variant("stl"),
+    "mtl": Variant("mtl"),
+    "mal": Variant("mal"),
+    "maml": Variant("maml", trunk=None, reader="fewshot", monitor="val/acc", own_epochs=True),
+    "maml-baseline": Variant(
+        "maml_baseline", trunk=None, reader="fewshot", monitor="val/acc", own_epochs=True
+    ),
+    "transfer-balanced": Variant(
+        "baseline", ("--data.sampler=mlros", "--model.loss_weights=selective")
+    ),
+    # selective learning towards 0.5 (Hand et al.) instead of the data's base rates
+    "transfer-balanced-t50": Variant(
+        "baseline",
+        (
+            "--data.sampler=mlros",
+            "--model.loss_weights=selective",
+            "--model.selective_target=balanced",
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's claim: ``ours`` beats ``theirs`` in ``metric`` (higher is better)."""
+
+    paper: str
+    text: str
+    ours: str
+    theirs: str
+    metric: str
+    scale: float = 100.0
+    #: the comparison row's metric when it differs (the same runs at two thresholds)
+    theirs_metric: str | None = None
+
+
+CLAIMS: dict[str, list[Claim]] = {
+    "baseline": [
+        Claim("(all)", "ResNet-18 from the trunk > chance, AUC", "resnet18", "chance", "auc"),
+        Claim(
+            "(all)",
+            "ResNet-18 at tuned thresholds > all-positive, F1",
+            "resnet18",
+            "all-positive",
+            "f1_tuned",
+        ),
+        Claim("(all)", "the AU trunk > from scratch, AUC", "resnet18", "resnet18-scratch", "auc"),
+        Claim(
+            "(all)",
+            "the AU trunk > the identity trunk, AUC",
+            "resnet18",
+            "resnet18-identity",
+            "auc",
+        ),
+    ],
+    "renet": [
+        Claim("Yang & Yin", "RE-Net > ResNet-18 (Tables 1/7), F1", "renet", "resnet18", "f1"),
+        Claim("Yang & Yin", "RE-Net > ResNet-18 (Tables 1/7), AUC", "renet", "resnet18", "auc"),
+        Claim("Yang & Yin", "RE-Net > chance, AUC", "renet", "chance", "auc"),
+        Claim("Yang & Yin", "duplication helps RE-Net (Table 8), F1", "renet+DA", "renet", "f1"),
+        Claim(
+            "Yang & Yin",
+            "learnable graph > fixed (Table 7), F1",
+            "renet-learnable",
+            "renet",
+            "f1",
+        ),
+    ],
+    "mal": [
+        Claim("Li & Shan", "MAL > MTL (Table 1), F1", "mal", "mtl", "f1"),
+        Claim("Li & Shan", "MTL > STL (Table 1), F1", "mtl", "stl", "f1"),
+        Claim("Li & Shan", "MAL > STL (Table 1), F1", "mal", "stl", "f1"),
+    ],
+    "maml": [
+        Claim(
+            "Lee et al.", "MAML > baseline at 5 shots, accuracy", "maml", "maml-baseline", "acc5"
+        ),
+        Claim("Lee et al.", "MAML > baseline at 1 shot, accuracy", "maml", "maml-baseline", "acc1"),
+        Claim(
+            "Lee et al.",
+            "the gap grows from 1 to 5 shots, accuracy",
+            "maml",
+            "maml-baseline",
+            "gain1to5",
+        ),
+    ],
+    "imbalance": [
+        Claim(
+            "Chu et al.",
+            "MOMU > random on minority AUs (Tables 3/4), F1",
+            "resnet18-momu",
+            "resnet18",
+            "f1_minority",
+        ),
+    ],
+    "transfer": [
+        Claim(
+            "Ji et al.",
+            "balanced training (MLROS + SL) > plain (Table 2), F1 at 0.5",
+            "transfer-balanced",
+            "resnet18",
+            "f1",
+        ),
+        Claim(
+            "Ji et al.",
+            "per-AU thresholds > 0.5 after balancing (Table 2), F1",
+            "transfer-balanced",
+            "transfer-balanced",
+            "f1_tuned",
+            theirs_metric="f1",
+        ),
+        Claim(
+            "Ji et al.",
+            "balanced + thresholds > plain + thresholds (Table 2), F1",
+            "transfer-balanced",
+            "resnet18",
+            "f1_tuned",
+        ),
+        Claim(
+            "(ours)",
+            "SL target 0.5 > SL target = base rates, with MLROS, F1 at 0.5",
+            "transfer-balanced-t50",
+            "transfer-balanced",
+            "f1",
+        ),
+    ],
+}
+
+# the configs' checkpoints without their EarlyStopping, so that every run gets the budget
+NO_EARLY_STOP = """
+trainer:
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{monitor: {monitor}, mode: max, filename: best}}
+"""
+
+
+def run_options(name: str, seed: int, budget: Budget, directory: Path, override: Path) -> list[str]:
+    """The CLI options of one run of variant ``name``."""
+    variant = VARIANTS[name]
+    options = ["--config", f"configs/{variant.config}.yaml", "--config", str(override)]
+    options += [f"--seed_everything={seed}", f"--trainer.default_root_dir={directory}"]
+    options.append("--trainer.enable_progress_bar=false")
+    if not variant.own_epochs:
+        options.append(f"--trainer.max_epochs={budget.epochs}")
+    if variant.reader == "fewshot":
+        # MAML and its baseline keep their own image size (32 px, Conv4 from scratch)
+        options.append(f"--data.synth={json.dumps({**budget.synth, 'size': 64})}")
+        options.append("--data.protocol=bp4d_3fold")
+        options.append("--data.fold=part1")
+    else:
+        options += [f"--data.synth={json.dumps(budget.synth)}", "--data.fold=part1"]
+        # F1 at 0.5 (the checkpoint is selected on it) and at thresholds tuned on validation
+        options += [*budget.options, "--model.threshold_search=true"]
+    if variant.trunk is not None and budget.trunk is not None:
+        trunk = ensure_synth_trunk(replace(budget.trunk, task=variant.trunk))
+        options.append(f"--model.pretrained={trunk}")
+    if budget.gpu:
+        options.append("--trainer.accelerator=gpu")
+    return [*options, *variant.options]
+
+
+def train(name: str, seed: int, budget: str, runs: Path) -> dict[str, float]:
+    """Fit and test one run unless its ``metrics.json`` exists; its metrics."""
+    from au_lightning.cli import main
+
+    directory = runs / budget / name / f"seed{seed}"
+    done = directory / "metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as override:
+        override.write(NO_EARLY_STOP.format(monitor=VARIANTS[name].monitor))
+    options = run_options(name, seed, BUDGETS[budget], directory, Path(override.name))
+    start = time.perf_counter()
+    main(["fit", *options])
+    main(["test", *options, "--ckpt_path=best"])
+    metrics = READERS[VARIANTS[name].reader](directory)
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    done.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics
+
+
+def newest(directory: Path, pattern: str) -> Path:
+    found = list(directory.rglob(pattern))
+    if not found:
+        raise FileNotFoundError(f"no {pattern} under {directory}")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def read_detection(directory: Path) -> dict[str, float]:
+    """Test F1 at 0.5, F1 at the thresholds tuned on validation (``f1_tuned``), accuracy
+    and AUC (fractions) of the mean row and each AU of the newest ``test_results.csv``;
+    ``f1_minority``: the mean F1 at 0.5 over :data:`MINORITY_AUS`."""
+    with open(newest(directory, "test_results.csv")) as f:
+        rows = {r["AU"]: r for r in csv.DictReader(f)}
+    # with threshold_search the table's F1 is at the tuned thresholds, "F1 untuned" at 0.5
+    columns = (("f1", "F1 untuned"), ("f1_tuned", "F1"), ("acc", "accuracy"), ("auc", "AUC"))
+    metrics = {
+        f"{m}_{au}": float(rows[au][column]) / 100
+        for au in rows
+        for m, column in columns
+        if rows[au].get(column)
+    }
+    metrics["f1"], metrics["auc"] = metrics["f1_mean"], metrics["auc_mean"]
+    metrics["f1_tuned"] = metrics["f1_tuned_mean"]
+    minority = [metrics[f"f1_AU{a}"] for a in MINORITY_AUS if f"f1_AU{a}" in metrics]
+    metrics["f1_minority"] = sum(minority) / len(minority)
+    return metrics
+
+
+def read_fewshot(directory: Path) -> dict[str, float]:
+    """Mean test accuracy after the last adaptation step at 1 and 5 shots, and the gain."""
+    records = read_adaptation_csv(newest(directory, "adaptation.csv"))
+    last = max(r.step for r in records)
+    metrics = {}
+    for shots in (1, 5):
+        values = [r.accuracy for r in records if r.shots == shots and r.step == last]
+        metrics[f"acc{shots}"] = sum(values) / len(values)
+    metrics["gain1to5"] = metrics["acc5"] - metrics["acc1"]
+    return metrics
+
+
+READERS: dict[str, Callable[[Path], dict[str, float]]] = {
+    "detection": read_detection,
+    "fewshot": read_fewshot,
+}
+
+
+def reference(name: str, metric: str, budget: str) -> float:
+    """The value of a reference row: ``chance`` (AUC 0.5) or ``all-positive`` (the mean over
+    AUs of 2p / (1 + p), p the test base rate: F1 of calling every frame positive)."""
+    if name == "chance":
+        return 0.5
+    from au_lightning.data import AUDataModule
+    from au_lightning.data.index import positive_rates
+
+    data = AUDataModule(dataset="bp4d", synth=BUDGETS[budget].synth, aus="bp4d",
+                        protocol="bp4d_3fold", fold="part1")  # fmt: skip
+    data.setup("test")
+    p = positive_rates(data.index.occurrence[data.test_rows])
+    return float((2 * p / (1 + p)).mean())
+
+
+def claim_rows(
+    claims: Sequence[Claim], seeds: Sequence[int], budget: str, runs: Path, command: str
+) -> list[list[str]]:
+    """One row per claim: ours, theirs (means over seeds), the paired difference with its
+    95% interval, the verdict, and the command that reproduces it."""
+    rows = [["paper", "claim", "ours", "theirs", "difference [95% CI]", "seeds", "verdict", "run"]]
+    for claim in claims:
+        ours = scores(claim.ours, claim.metric, seeds, budget, runs)
+        if claim.theirs in ("chance", "all-positive"):
+            theirs = {s: reference(claim.theirs, claim.metric, budget) for s in ours}
+        else:
+            metric = claim.theirs_metric or claim.metric
+            theirs = scores(claim.theirs, metric, seeds, budget, runs)
+        common = sorted(set(ours) & set(theirs))
+        if not common:
+            rows.append([claim.paper, claim.text, "", "", "not run", "0", "not run", command])
+            continue
+        diff = paired_difference({s: ours[s] for s in common}, {s: theirs[s] for s in common})
+
+        def mean(values: dict[int, float], common: list[int] = common) -> float:
+            return sum(values[s] for s in common) / len(common)
+
+        rows.append([
+            claim.paper, claim.text, f"{mean(ours) * claim.scale:.1f}",
+            f"{mean(theirs) * claim.scale:.1f}", diff.cell(claim.scale), str(diff.n),
+            diff.verdict, command,
+        ])  # fmt: skip
+    return rows
+
+
+def scores(name: str, metric: str, seeds: Sequence[int], budget: str, runs: Path) -> dict:
+    out = {}
+    for seed in seeds:
+        path = runs / budget / name / f"seed{seed}" / "metrics.json"
+        if path.is_file():
+            value = json.loads(path.read_text()).get(metric)
+            if value is not None and not math.isnan(value):
+                out[seed] = value
+    return out
+
+
+def markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]]) + "\n"
+
+
+def run_table(budget: str, runs: Path) -> str:
+    """Per-run wall time and headline metrics of every finished run."""
+    rows = [["variant", "seed", "F1", "AUC", "acc1", "acc5", "minutes"]]
+    for path in sorted((runs / budget).glob("*/seed*/metrics.json")):
+        m = json.loads(path.read_text())
+
+        def cell(k: str, m: dict[str, float] = m) -> str:
+            return f"{m[k] * 100:.1f}" if k in m else ""
+
+        rows.append([path.parent.parent.name, path.parent.name.removeprefix("seed"),
+                     cell("f1"), cell("auc"), cell("acc1"), cell("acc5"),
+                     f"{m['seconds'] / 60:.1f}"])  # fmt: skip
+    return markdown(rows)
+
+
+def main_study(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--claims", nargs="+", default=list(CLAIMS), choices=list(CLAIMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--budget", default="cpu", choices=list(BUDGETS))
+    parser.add_argument("--runs", type=Path, default=Path("runs/study"))
+    parser.add_argument("--no-train", action="store_true", help="only read existing runs")
+    parser.add_argument("--out", type=Path, help="also write the tables to this file")
+    args = parser.parse_args(argv)
+    claims = [c for group in args.claims for c in CLAIMS[group]]
+    if not args.no_train:
+        names = dict.fromkeys(n for c in claims for n in (c.ours, c.theirs) if n in VARIANTS)
+        for seed in args.seeds:
+            for name in names:
+                train(name, seed, args.budget, args.runs)
+    seeds = " ".join(map(str, args.seeds))
+    rows = []
+    for group in args.claims:
+        command = f"`python bench/study.py --claims {group} --seeds {seeds} --budget {args.budget}`"
+        rows += claim_rows(CLAIMS[group], args.seeds, args.budget, args.runs, command)[
+            0 if not rows else 1 :
+        ]
+    text = markdown(rows) + "\n" + run_table(args.budget, args.runs)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main_study()

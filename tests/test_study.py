@@ -1,0 +1,66 @@
+"""The study runner's reading of run outputs and its claim rows (bench/study.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import study
+
+
+def write_metrics(runs: Path, name: str, values: dict[int, dict[str, float]]) -> None:
+    for seed, metrics in values.items():
+        directory = runs / "cpu" / name / f"seed{seed}"
+        directory.mkdir(parents=True)
+        (directory / "metrics.json").write_text(json.dumps({**metrics, "seconds": 60.0}))
+
+
+def test_read_detection_takes_f1_at_05_and_at_tuned_thresholds(tmp_path: Path) -> None:
+    run = tmp_path / "lightning_logs" / "version_1"
+    run.mkdir(parents=True)
+    (run / "test_results.csv").write_text(
+        "AU,F1,accuracy,AUC,F1 untuned,threshold\n"
+        "AU2,40.0,90.0,80.0,20.0,0.3\n"
+        "AU15,60.0,80.0,70.0,30.0,0.2\n"
+        "AU1,50.0,85.0,75.0,70.0,0.5\n"
+        "mean,50.0,85.0,75.0,40.0,\n"
+    )
+    m = study.read_detection(tmp_path)
+    assert m["f1"] == pytest.approx(0.40) and m["f1_tuned"] == pytest.approx(0.50)
+    assert m["auc"] == pytest.approx(0.75) and m["auc_AU15"] == pytest.approx(0.70)
+    # the minority AUs present (2 and 15) at 0.5: (0.20 + 0.30) / 2
+    assert m["f1_minority"] == pytest.approx(0.25)
+
+
+def test_claim_rows_pair_by_seed_and_give_verdicts(tmp_path: Path) -> None:
+    write_metrics(tmp_path, "renet", {0: {"f1": 0.50}, 1: {"f1": 0.52}, 2: {"f1": 0.48}})
+    write_metrics(
+        tmp_path, "resnet18", {0: {"f1": 0.40}, 1: {"f1": 0.43}, 2: {"f1": 0.37}, 3: {"f1": 0.9}}
+    )
+    claim = study.Claim("p", "RE-Net > ResNet-18", "renet", "resnet18", "f1")
+    header, row = study.claim_rows([claim], [0, 1, 2, 3], "cpu", tmp_path, "cmd")
+    # seed 3 has no RE-Net run: pairs are seeds 0-2, differences 0.10, 0.09, 0.11
+    assert header[4].startswith("difference") and row[5] == "3"
+    assert row[2:4] == ["50.0", "40.0"] and row[4].startswith("+10.0 [")
+    assert row[6] == "holds"
+
+
+def test_claim_rows_compare_two_metrics_of_the_same_runs(tmp_path: Path) -> None:
+    runs = {0: {"f1": 0.4, "f1_tuned": 0.35}, 1: {"f1": 0.5, "f1_tuned": 0.45}}
+    runs[2] = {"f1": 0.45, "f1_tuned": 0.41}
+    write_metrics(tmp_path, "transfer-balanced", runs)
+    claim = study.Claim(
+        "p", "t", "transfer-balanced", "transfer-balanced", "f1_tuned", theirs_metric="f1"
+    )
+    _, row = study.claim_rows([claim], [0, 1, 2], "cpu", tmp_path, "cmd")
+    assert row[6] == "fails"  # -5, -5, -4
+
+
+def test_claim_without_runs_is_reported_not_run(tmp_path: Path) -> None:
+    claim = study.Claim("p", "t", "mal", "mtl", "f1")
+    _, row = study.claim_rows([claim], [0, 1, 2], "cpu", tmp_path, "cmd")
+    assert row[4] == row[6] == "not run"

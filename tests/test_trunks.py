@@ -1,0 +1,50 @@
+"""The cached SynthAU trunks that studies start their ResNets from."""
+
+import json
+
+import pytest
+import torch
+
+from au_lightning.errors import ConfigError
+from au_lightning.nn import resnet_backbone
+from au_lightning.trunks import TrunkSpec, ensure_synth_trunk
+
+TINY = {"subjects": 3, "videos": 1, "frames": 6, "size": 32, "seed": 1000}
+
+
+def tiny(**changes) -> TrunkSpec:
+    spec = {"population": TINY, "steps": 2, "batch_size": 4, "image_size": 32, "crop_size": 28}
+    return TrunkSpec(**{**spec, **changes})
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AU_LIGHTNING_CACHE", str(tmp_path / "cache"))
+
+
+def test_trunk_is_cached_deterministic_and_loads_as_pretrained(tmp_path):
+    path = ensure_synth_trunk(tiny(), tmp_path / "a")
+    again = ensure_synth_trunk(tiny(), tmp_path / "a")
+    assert again == path and again.stat().st_mtime_ns == path.stat().st_mtime_ns
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["task"] == "aus" and info["steps"] == 2 and info["final_loss"] > 0
+    other = ensure_synth_trunk(tiny(), tmp_path / "b")  # trained again, elsewhere
+    a, b = torch.load(path, weights_only=True), torch.load(other, weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fresh, _ = resnet_backbone(18)
+    loaded, _ = resnet_backbone(18, pretrained=str(path))
+    assert torch.equal(loaded.conv1.weight, a["conv1.weight"])
+    assert not torch.equal(fresh.conv1.weight, a["conv1.weight"])
+
+
+def test_spec_changes_change_the_key_and_the_weights(tmp_path):
+    aus = ensure_synth_trunk(tiny(), tmp_path)
+    identity = ensure_synth_trunk(tiny(task="identity"), tmp_path)
+    assert aus != identity and "identity" in identity.name
+    a, b = torch.load(aus, weights_only=True), torch.load(identity, weights_only=True)
+    assert not torch.equal(a["layer4.1.conv2.weight"], b["layer4.1.conv2.weight"])
+
+
+def test_unknown_task_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="trunk task 'faces'"):
+        ensure_synth_trunk(tiny(task="faces"), tmp_path)
