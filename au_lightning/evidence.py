@@ -9,8 +9,9 @@ the claim's evidence is the mean of the d_s with its Student-t interval over see
 
 (the interval of a paired t-test, ``scipy.stats.ttest_rel(...).confidence_interval()``).
 The verdict is *holds* when the whole interval is above the claim's margin (0 by default),
-*fails* when it is below, and *inconclusive* when it contains it. With fewer than 2 pairs
-there is no interval and the verdict is *inconclusive*.
+*fails* when it is below, and *inconclusive* when it contains it. A verdict needs at least
+:data:`MIN_PAIRS` (3) pairs, the project's rule for a claim: with 2 the interval is
+given and the verdict is *inconclusive*; with 1 there is no interval.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from typing import Literal
 
 from scipy import stats
 
-__all__ = ["PairedDifference", "Verdict", "paired_difference"]
+__all__ = ["MIN_PAIRS", "PairedDifference", "Verdict", "paired_difference"]
 
 Verdict = Literal["holds", "fails", "inconclusive"]
+#: the fewest pairs (seeds) a verdict other than inconclusive rests on
+MIN_PAIRS = 3
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class PairedDifference:
 
     @property
     def verdict(self) -> Verdict:
-        if self.n < 2 or math.isnan(self.low):
+        if self.n < MIN_PAIRS or math.isnan(self.low):
             return "inconclusive"
         if self.low > self.margin:
             return "holds"

@@ -40,6 +40,9 @@ from au_lightning.trunks import TrunkSpec, TrunkTask, ensure_synth_trunk
 
 STUDY_SET = {"subjects": 27, "videos": 3, "frames": 60, "size": 64, "seed": 0}
 PAPER_SET = {"subjects": 27, "videos": 3, "frames": 60, "size": 256, "seed": 0}
+#: the hybrid's videos are twice as long (the study set's subjects and seed, 120 frames per
+#: video): 4 training windows of 48 frames every 24 per video, where 60 frames give 1
+SEQUENCE_FRAMES = 120
 #: SynthAU's rarest BP4D AUs on the study set (base rate under 10%): Chu et al.'s minority
 MINORITY_AUS = (2, 15, 23, 24)
 
@@ -51,16 +54,30 @@ class Budget:
     synth: dict[str, int]
     options: tuple[str, ...]
     epochs: int
+    #: the image options of ANet variants (ANet needs at least 63 px: no crop at the cpu
+    #: budget)
+    anet_options: tuple[str, ...]
     trunk: TrunkSpec | None = field(default_factory=TrunkSpec)
     gpu: bool = False
 
 
 BUDGETS = {
-    "cpu": Budget(STUDY_SET, ("--data.image_size=64", "--data.crop_size=56"), epochs=4),
+    "cpu": Budget(
+        STUDY_SET,
+        ("--data.image_size=64", "--data.crop_size=56"),
+        epochs=4,
+        anet_options=("--data.image_size=64", "--data.crop_size=64", "--model.in_size=64"),
+    ),
     "paper": Budget(
         PAPER_SET,
         ("--data.image_size=256", "--data.crop_size=224", "--data.num_workers=8"),
         epochs=20,
+        anet_options=(
+            "--data.image_size=256",
+            "--data.crop_size=224",
+            "--model.in_size=224",
+            "--data.num_workers=8",
+        ),
         trunk=TrunkSpec(
             population={**TrunkSpec().population, "size": 256},
             image_size=256,
@@ -81,12 +98,24 @@ class Variant:
     config: str
     options: tuple[str, ...] = ()
     trunk: TrunkTask | None = "aus"
-    reader: str = "detection"  # detection | fewshot
-    monitor: str = "val/f1_mean"
+    reader: str = "detection"  # detection | fewshot | hybrid
+    #: the checkpoint test reads: ``best`` by ``monitor``, or ``last`` (the hybrid keeps each
+    #: stage's best validation epoch itself)
+    monitor: str | None = "val/f1_mean"
     #: keep the config's epochs (MAML's episodes and its baseline's frames are matched there)
     own_epochs: bool = False
+    #: the CNN is ANet: the budget's ``anet_options`` instead of its ``options``
+    anet: bool = False
 
 
+HYBRID_STAGES = (
+    "--model.cnn_epochs=4",
+    "--model.lstm_epochs=6",
+    "--model.fusion_epochs=2",
+    "--trainer.max_epochs=12",
+    "--data.window=48",
+    "--data.stride=24",
+)
 RENET = ("--model.head=per_au", "--model.strategy=all", "--model.lr=1e-4")
 
 VARIANTS: dict[str, Variant] = {
@@ -106,6 +135,32 @@ VARIANTS: dict[str, Variant] = {
     "maml": Variant("maml", trunk=None, reader="fewshot", monitor="val/acc", own_epochs=True),
     "maml-baseline": Variant(
         "maml_baseline", trunk=None, reader="fewshot", monitor="val/acc", own_epochs=True
+    ),
+    # Chu et al.: the CNN stage, the LSTMs on its standardised PCA features, the fusion on
+    # held-out outputs. The CNN is the study's ResNet-18 from the AU trunk, trained as the
+    # resnet18 row (Adam 1e-4); hybrid-anet is the paper's ANet from scratch (He init, SGD
+    # 1e-3, Sec. 4.2)
+    "hybrid": Variant(
+        "hybrid",
+        (
+            *HYBRID_STAGES,
+            "--model.backbone=resnet18",
+            "--model.pca_components=512",
+            "--model.cnn_optimizer=adam",
+            "--model.cnn_lr=1e-4",
+        ),
+        reader="hybrid",
+        monitor=None,
+        own_epochs=True,
+    ),
+    "hybrid-anet": Variant(
+        "hybrid",
+        HYBRID_STAGES,
+        trunk=None,
+        reader="hybrid",
+        monitor=None,
+        own_epochs=True,
+        anet=True,
     ),
     "transfer-balanced": Variant(
         "baseline", ("--data.sampler=mlros", "--model.loss_weights=selective")
@@ -195,6 +250,43 @@ CLAIMS: dict[str, list[Claim]] = {
             "f1_minority",
         ),
     ],
+    "hybrid": [
+        Claim("Chu et al.", "ANet from scratch > chance, AUC", "hybrid-anet", "chance", "auc_cnn"),
+        Claim("Chu et al.", "the CNN (ResNet-18) > chance, AUC", "hybrid", "chance", "auc_cnn"),
+        Claim("Chu et al.", "LSTM > chance, AUC", "hybrid", "chance", "auc_lstm"),
+        Claim(
+            "Chu et al.",
+            "fusion > CNN (Tables 1/2), event F1",
+            "hybrid",
+            "hybrid",
+            "event_f1_fused",
+            theirs_metric="event_f1_cnn",
+        ),
+        Claim(
+            "Chu et al.",
+            "fusion > CNN (Tables 1/2), frame F1",
+            "hybrid",
+            "hybrid",
+            "f1_fused",
+            theirs_metric="f1_cnn",
+        ),
+        Claim(
+            "(ours)",
+            "fusion > the CNN's 9-frame moving average, event F1",
+            "hybrid",
+            "hybrid",
+            "event_f1_fused",
+            theirs_metric="event_f1_cnn_smoothed",
+        ),
+        Claim(
+            "Chu et al.",
+            "LSTM > CNN (Tables 1/2), event F1",
+            "hybrid",
+            "hybrid",
+            "event_f1_lstm",
+            theirs_metric="event_f1_cnn",
+        ),
+    ],
     "transfer": [
         Claim(
             "Ji et al.",
@@ -235,6 +327,12 @@ trainer:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {{monitor: {monitor}, mode: max, filename: best}}
 """
+LAST_ONLY = """
+trainer:
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {filename: last}
+"""
 
 
 def run_options(name: str, seed: int, budget: Budget, directory: Path, override: Path) -> list[str]:
@@ -245,7 +343,11 @@ def run_options(name: str, seed: int, budget: Budget, directory: Path, override:
     options.append("--trainer.enable_progress_bar=false")
     if not variant.own_epochs:
         options.append(f"--trainer.max_epochs={budget.epochs}")
-    if variant.reader == "fewshot":
+    if variant.reader == "hybrid":
+        synth = {**budget.synth, "frames": SEQUENCE_FRAMES}
+        options += [f"--data.synth={json.dumps(synth)}", "--data.fold=part1"]
+        options += budget.anet_options if variant.anet else budget.options
+    elif variant.reader == "fewshot":
         # MAML and its baseline keep their own image size (32 px, Conv4 from scratch)
         options.append(f"--data.synth={json.dumps({**budget.synth, 'size': 64})}")
         options.append("--data.protocol=bp4d_3fold")
@@ -271,11 +373,12 @@ def train(name: str, seed: int, budget: str, runs: Path) -> dict[str, float]:
     if done.is_file():
         return json.loads(done.read_text())
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as override:
-        override.write(NO_EARLY_STOP.format(monitor=VARIANTS[name].monitor))
+        monitor = VARIANTS[name].monitor
+        override.write(LAST_ONLY if monitor is None else NO_EARLY_STOP.format(monitor=monitor))
     options = run_options(name, seed, BUDGETS[budget], directory, Path(override.name))
     start = time.perf_counter()
     main(["fit", *options])
-    main(["test", *options, "--ckpt_path=best"])
+    main(["test", *options, f"--ckpt_path={'last' if monitor is None else 'best'}"])
     metrics = READERS[VARIANTS[name].reader](directory)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     done.write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -322,9 +425,29 @@ def read_fewshot(directory: Path) -> dict[str, float]:
     return metrics
 
 
+#: the hybrid's test_results.csv column heads (au_hybrid.results.HEAD_NAMES) -> metric keys
+HYBRID_HEADS = {"ANet": "cnn", "ANet-MA": "cnn_smoothed", "LSTM": "lstm", "Ours": "fused"}
+
+
+def read_hybrid(directory: Path) -> dict[str, float]:
+    """Frame F1, event F1 and AUC (fractions) of each head's mean row of the newest
+    ``test_results.csv``: ``f1_<head>``, ``event_f1_<head>``, ``auc_<head>`` for the heads
+    ``cnn``, ``cnn_smoothed``, ``lstm`` and ``fused``."""
+    with open(newest(directory, "test_results.csv")) as f:
+        mean = next(r for r in csv.DictReader(f) if r["AU"] == "Avg")
+    columns = (("f1", "F1-frame"), ("event_f1", "F1-event"), ("auc", "AUC"))
+    return {
+        f"{metric}_{head}": float(mean[f"{column} {name}"]) / 100
+        for name, head in HYBRID_HEADS.items()
+        for metric, column in columns
+        if mean.get(f"{column} {name}")
+    }
+
+
 READERS: dict[str, Callable[[Path], dict[str, float]]] = {
     "detection": read_detection,
     "fewshot": read_fewshot,
+    "hybrid": read_hybrid,
 }
 
 
@@ -391,7 +514,7 @@ def markdown(rows: list[list[str]]) -> str:
 
 def run_table(budget: str, runs: Path) -> str:
     """Per-run wall time and headline metrics of every finished run."""
-    rows = [["variant", "seed", "F1", "AUC", "acc1", "acc5", "minutes"]]
+    rows = [["variant", "seed", "F1", "AUC", "acc1", "acc5", "event F1 CNN / fusion", "minutes"]]
     for path in sorted((runs / budget).glob("*/seed*/metrics.json")):
         m = json.loads(path.read_text())
 
@@ -399,7 +522,9 @@ def run_table(budget: str, runs: Path) -> str:
             return f"{m[k] * 100:.1f}" if k in m else ""
 
         rows.append([path.parent.parent.name, path.parent.name.removeprefix("seed"),
-                     cell("f1"), cell("auc"), cell("acc1"), cell("acc5"),
+                     cell("f1") or cell("f1_fused"), cell("auc") or cell("auc_fused"),
+                     cell("acc1"), cell("acc5"),
+                     " / ".join(filter(None, (cell("event_f1_cnn"), cell("event_f1_fused")))),
                      f"{m['seconds'] / 60:.1f}"])  # fmt: skip
     return markdown(rows)
 

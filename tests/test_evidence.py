@@ -46,6 +46,12 @@ def test_mappings_pair_by_key_and_name_unpaired_keys():
         paired_difference({0: 0.5, 2: 0.6}, {0: 0.4})
 
 
+def test_two_pairs_give_an_interval_but_no_verdict():
+    diff = paired_difference([3.0, 3.1], [1.0, 1.0])
+    assert diff.low > 0 and diff.verdict == "inconclusive"
+    assert paired_difference([3.0, 3.1, 2.9], [1.0, 1.0, 1.0]).verdict == "holds"
+
+
 def test_one_pair_has_no_interval():
     diff = paired_difference([0.7], [0.6])
     assert diff.n == 1 and math.isnan(diff.low) and diff.verdict == "inconclusive"

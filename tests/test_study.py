@@ -64,3 +64,23 @@ def test_claim_without_runs_is_reported_not_run(tmp_path: Path) -> None:
     claim = study.Claim("p", "t", "mal", "mtl", "f1")
     _, row = study.claim_rows([claim], [0, 1, 2], "cpu", tmp_path, "cmd")
     assert row[4] == row[6] == "not run"
+
+
+def test_read_hybrid_takes_every_heads_mean_row_from_the_plugins_table(tmp_path: Path) -> None:
+    from au_hybrid.results import hybrid_table
+
+    scores = {}
+    for i, head in enumerate(("cnn", "cnn_smoothed", "lstm", "fused")):
+        for metric, base in (("f1", 0.30), ("event_f1", 0.10), ("auc", 0.60)):
+            scores[f"{head}/{metric}_AU1"] = base + i / 100
+            scores[f"{head}/{metric}_mean"] = base + i / 100 + 0.005
+    run = tmp_path / "lightning_logs" / "version_1"
+    run.mkdir(parents=True)
+    rows = hybrid_table(scores, [1])
+    (run / "test_results.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
+    m = study.read_hybrid(tmp_path)
+    assert m["event_f1_cnn"] == pytest.approx(0.105, abs=1e-3)  # the Avg row, not AU1's
+    assert m["f1_fused"] == pytest.approx(0.335, abs=1e-3)
+    assert m["auc_lstm"] == pytest.approx(0.625, abs=1e-3)
+    assert m["event_f1_cnn_smoothed"] == pytest.approx(0.115, abs=1e-3)
+    assert len(m) == 12
