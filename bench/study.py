@@ -217,6 +217,13 @@ CLAIMS: dict[str, list[Claim]] = {
         Claim("Yang & Yin", "duplication helps RE-Net (Table 8), F1", "renet+DA", "renet", "f1"),
         Claim(
             "Yang & Yin",
+            "duplication helps ResNet-18 (Table 8), F1",
+            "resnet18+DA",
+            "resnet18",
+            "f1",
+        ),
+        Claim(
+            "Yang & Yin",
             "learnable graph > fixed (Table 7), F1",
             "renet-learnable",
             "renet",
