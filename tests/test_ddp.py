@@ -272,9 +272,11 @@ def test_hybrid_stages_under_ddp(cache: Path, tmp_path: Path) -> None:
                    flip=False, batch_size=4, window=8, stride=4, burn_in=2,
                    sequences_per_batch=2)  # fmt: skip
     torch.manual_seed(0)
+    # smooth_frames 0: 2-rank testing with the ANet-MA control hangs (refused, issue 26)
     reference = Hybrid(aus="bp4d", backbone="resnet18", in_size=28, cnn_epochs=1, lstm_epochs=1,
                        fusion_epochs=1, cnn_optimizer="adam", pca_components=8, lstm_hidden=8,
-                       fusion_hidden=8, lstm_dropout=0.0)  # fmt: skip
+                       fusion_hidden=8, lstm_dropout=0.0,
+                       smooth_frames=0)  # fmt: skip
     initial = {k: v.clone() for k, v in reference.state_dict().items()}
     runs = {}
     for name, devices, options in (
