@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from au_hybrid.results import HEAD_NAMES
 from au_lightning.evidence import paired_difference
 from au_lightning.fewshot_results import read_adaptation_csv
 from au_lightning.trunks import TrunkSpec, TrunkTask, ensure_synth_trunk
@@ -432,8 +433,8 @@ def read_fewshot(directory: Path) -> dict[str, float]:
     return metrics
 
 
-#: the hybrid's test_results.csv column heads (au_hybrid.results.HEAD_NAMES) -> metric keys
-HYBRID_HEADS = {"ANet": "cnn", "ANet-MA": "cnn_smoothed", "LSTM": "lstm", "Ours": "fused"}
+#: the hybrid's test_results.csv column heads -> metric keys
+HYBRID_HEADS = {name: head for head, name in HEAD_NAMES.items()}
 
 
 def read_hybrid(directory: Path) -> dict[str, float]:
