@@ -5,11 +5,15 @@ predict give float32 probabilities and write their tables. The meta plugins (MAM
 refuse float16, which their inner loop cannot take.
 
 Kept small: on a CPU without native bf16 (AVX2 only) a bf16 convolution falls back to a slow
-kernel, some 20 times slower than float32 here, so the networks see 16-px crops, one step
-and one test and predict batch; torch runs on one thread (two threads on two busy cores are
-much slower). Batches of 8 where the losses are compared: with 4, the batch statistics of
-ResNet's last BN layers (4 values per channel) turn bf16 rounding into first-step loss
-differences of up to 13% (measured over seeds), with 8 they stay under 2%."""
+kernel, some 20 times slower than float32 there, so the networks see 24-px crops, one step
+and one test and predict batch. Not 16 px: there ResNet-18's ``layer4.0.conv1`` (3x3, stride
+2) sees a 1x1 map, and torch 2.14's oneDNN bf16 weight gradient of that convolution is
+garbage on AVX-512 CPUs (up to 1e37, sometimes inf: 34 to 40 of 40 random draws wrong,
+``python bench/bf16_conv_grad.py``), which made the parameters non-finite after one step.
+Torch runs on one thread (two threads on two busy cores are much slower). Batches of 8
+where the losses are compared: with 4, the batch statistics of ResNet's last BN layers (4
+values per channel) turn bf16 rounding into first-step loss differences of up to 13%
+(measured over seeds, at 16 px), with 8 they stay under 2%."""
 
 from __future__ import annotations
 
@@ -42,14 +46,17 @@ from au_lightning.data import (
 from au_mal import MAL, STL, MetaWeightNet, MultiTaskOutput
 from au_maml import MAML, MAMLBaseline
 from au_renet import RENet, RENetIntensity, mix_parameters
-from au_transfer import Transfer, TransferEnsemble, TransferPretrain
+from au_transfer import Transfer, TransferEnsemble, TransferPretrain, ViewNet
 from tests.mal_data import TINY_DATA as MAL_DATA
 
 BF16 = "bf16-mixed"
 FP32 = "32-true"
 AUS = [1, 2, 4, 12]
 SYNTH = {"subjects": 6, "videos": 1, "frames": 8, "size": 32, "seed": 1, "workers": 1}
-SMALL = {"image_size": 20, "crop_size": 16, "batch_size": 8}
+#: 24 px: the smallest crop at which no stride-2 3x3 convolution of ResNet-18 sees a 1x1 map
+#: (module docstring)
+CROP = 24
+SMALL = {"image_size": 28, "crop_size": CROP, "batch_size": 8}
 #: test and predict on at most this many batches
 EVAL_BATCHES = 1
 MAML_DATA = {
@@ -213,6 +220,29 @@ def _test_and_predict(
 # -- the plain plugins: baseline, RE-Net, transfer --------------------------------------------
 
 
+@pytest.mark.parametrize("pooling", ["avg", "flatten"])
+def test_bf16_gradients_stay_near_float32_at_the_test_crop(cache: Path, pooling: str) -> None:
+    """ResNet-18's weight gradients of one batch under autocast and in float32, from the
+    same weights: bf16 rounding through 8-sample BN statistics moves them by up to ~0.6 of
+    their norm (measured), the oneDNN bug of the module docstring by 1e6 and more; at 16 px
+    this fails on AVX-512 CPUs."""
+    data = _au_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))["image"]
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = ViewNet(3, "resnet18", pooling, CROP).train()  # type: ignore[arg-type]
+        grads = []
+        for enabled in (False, True):
+            net.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+                net(batch).float().square().mean().backward()
+            grads.append({n: p.grad.clone() for n, p in net.named_parameters() if p.dim() > 1})
+        for name, exact in grads[0].items():
+            error = (grads[1][name] - exact).norm() / exact.norm()
+            assert error < 3, (seed, name, float(error))
+
+
 def test_baseline_bf16_fit_test_predict(cache: Path, tmp_path: Path) -> None:
     make = partial(Baseline, aus=AUS)
     layers = ("net.backbone.conv1", "net.head.linear")
@@ -272,7 +302,7 @@ def test_renet_intensity_bf16_fit_test_predict(cache: Path, tmp_path: Path) -> N
 
 
 def test_transfer_bf16_fit_test_predict(cache: Path, tmp_path: Path) -> None:
-    make = partial(Transfer, aus=AUS, backbone="resnet18", pooling="flatten", in_size=16)
+    make = partial(Transfer, aus=AUS, backbone="resnet18", pooling="flatten", in_size=CROP)
     layers = ("net.backbone.conv1", "net.head")
     _, fp32, _ = _fit(make, _au_data, tmp_path / "fp32", FP32, layers)
     model, bf16, before = _fit(make, _au_data, tmp_path / "bf16", BF16, layers)
@@ -293,7 +323,7 @@ def test_transfer_pretrain_bf16_fit_and_test(cache: Path, tmp_path: Path) -> Non
     classes = data()
     classes.setup("fit")
     make = partial(
-        TransferPretrain, backbone="resnet18", pooling="flatten", in_size=16,
+        TransferPretrain, backbone="resnet18", pooling="flatten", in_size=CROP,
         num_classes=classes.num_classes,
     )  # fmt: skip
     layers = ("net.backbone.conv1", "net.head")  # (no float32 run: Transfer's is compared)
@@ -311,7 +341,7 @@ def test_transfer_ensemble_searches_thresholds_with_the_test_precision(
     views = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        view = Transfer(aus=AUS, backbone="resnet18", pooling="flatten", in_size=16)
+        view = Transfer(aus=AUS, backbone="resnet18", pooling="flatten", in_size=CROP)
         path = tmp_path / f"view{seed}.ckpt"
         hparams = {**view.hparams, "_class_path": "au_transfer.Transfer"}
         checkpoint = {"state_dict": view.state_dict(), "hyper_parameters": hparams}
@@ -353,7 +383,7 @@ def _sequences() -> SequenceDataModule:
 
 def _hybrid(cnn: int = 1, lstm: int = 1, fusion: int = 1) -> Hybrid:
     return Hybrid(
-        aus=AUS, backbone="resnet18", in_size=16, cnn_epochs=cnn, lstm_epochs=lstm,
+        aus=AUS, backbone="resnet18", in_size=CROP, cnn_epochs=cnn, lstm_epochs=lstm,
         fusion_epochs=fusion, pca_components=16, lstm_hidden=8, fusion_hidden=8,
         cnn_optimizer="adam",
     )  # fmt: skip
