@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from study import newest  # bench/ is on sys.path when run as a script
 
 from au_hybrid import Hybrid, event_scores, hybrid_table
 from au_hybrid.analysis import format_fig4, subject_divergence, tsne_figure
@@ -93,13 +94,6 @@ def run_cross(args: argparse.Namespace) -> None:
     """The ResNet-18 CNN stage alone on the other dataset (its fold part1)."""
     cnn = [*OTHER_DATASET, *RESNET18, *stages(args.epochs[0], 0, 0), "--data.fold=part1"]
     main(["fit", *options(args.runs / "resnet18-T", args, cnn)])
-
-
-def newest(directory: Path, pattern: str) -> Path:
-    found = list(directory.rglob(pattern))
-    if not found:
-        raise FileNotFoundError(f"no {pattern} under {directory}; train first")
-    return max(found, key=lambda p: p.stat().st_mtime)
 
 
 def read_scores(directory: Path) -> dict[str, float]:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from study import newest  # bench/ is on sys.path when run as a script
 from torch.func import functional_call, jvp
 from torch.utils.data import DataLoader
 from torchmetrics.functional import spearman_corrcoef
@@ -51,13 +52,6 @@ def run(method: str, fold: str, args: argparse.Namespace) -> None:
                f"--trainer.default_root_dir={args.runs / f'{method}_{fold}'}", *extra]  # fmt: skip
     main(["fit", *options])
     main(["test", *options, "--ckpt_path=best"])
-
-
-def newest(directory: Path, name: str) -> Path:
-    files = list(directory.rglob(name))
-    if not files:
-        raise FileNotFoundError(f"no {name} under {directory}; train first")
-    return max(files, key=lambda p: p.stat().st_mtime)
 
 
 def read_rows(path: Path, key: str) -> dict[str, dict[str, str]]:

@@ -394,9 +394,10 @@ def train(name: str, seed: int, budget: str, runs: Path) -> dict[str, float]:
 
 
 def newest(directory: Path, pattern: str) -> Path:
+    """The most recently written file matching ``pattern`` under ``directory``."""
     found = list(directory.rglob(pattern))
     if not found:
-        raise FileNotFoundError(f"no {pattern} under {directory}")
+        raise FileNotFoundError(f"no {pattern} under {directory}; train first")
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
