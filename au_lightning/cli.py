@@ -39,6 +39,7 @@ from au_lightning.data import (
     resolve_aus,
 )
 from au_lightning.data.synth import LAYOUTS, generate
+from au_lightning.distributed import spool_spawn_results
 from au_lightning.errors import ConfigError
 from au_lightning.metrics import mean_over_folds
 from au_lightning.registry import (
@@ -108,6 +109,11 @@ class AUCLI(LightningCLI):
             if isinstance(err.__cause__, Exception) and "Does not validate" in str(err):
                 raise err.__cause__ from None
             raise
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The Trainer, with rank 0's results of ``ddp_spawn`` passed through a file
+        (:class:`SpooledSpawnLauncher`: Lightning's own hangs on results over 64 KiB)."""
+        return spool_spawn_results(super().instantiate_trainer(**kwargs))
 
     def _resolve_checkpoint_alias(self) -> None:
         config = self.config_init[self.subcommand]

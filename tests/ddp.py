@@ -25,6 +25,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from au_lightning.distributed import spool_spawn_results
+
 __all__ = [
     "RankState",
     "RankZeroStatistics",
@@ -73,14 +75,16 @@ class RankZeroStatistics(Callback):
 
 def trainer(root: Path, devices: int, callbacks: Sequence[Callback] = (), **options: Any):
     """A quiet float64 CPU Trainer: ``ddp_spawn`` over ``devices`` processes (``options``
-    may name another strategy or precision), no logger, checkpoints or sanity check."""
+    may name another strategy or precision) with the project's launcher
+    (:func:`spool_spawn_results`, as the CLI), no logger, checkpoints or sanity check."""
     options = {"precision": "64-true"} | options
     strategy = options.pop("strategy", "ddp_spawn" if devices > 1 else "auto")
-    return L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False,
+    made = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False,
                      enable_checkpointing=False, enable_progress_bar=False,
                      enable_model_summary=False, num_sanity_val_steps=0,
                      default_root_dir=root, callbacks=[EndProcessGroup(), *callbacks],
                      **options)  # fmt: skip
+    return spool_spawn_results(made)
 
 
 def load_rank_states(out: Path, world: int) -> list[dict[str, torch.Tensor]]:

@@ -9,6 +9,8 @@ process's on the same weights."""
 from __future__ import annotations
 
 import csv
+import pickle
+import signal
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from au_lightning.data import (
     EpisodeDataModule,
     SequenceDataModule,
 )
+from au_lightning.distributed import SpooledSpawnLauncher, spool_spawn_results
 from au_mal import MAL
 from au_maml import MAML
 from au_renet import RENet
@@ -272,11 +275,11 @@ def test_hybrid_stages_under_ddp(cache: Path, tmp_path: Path) -> None:
                    flip=False, batch_size=4, window=8, stride=4, burn_in=2,
                    sequences_per_batch=2)  # fmt: skip
     torch.manual_seed(0)
-    # smooth_frames 0: 2-rank testing with the ANet-MA control hangs (refused, issue 26)
+    # with the cnn_smoothed control (smooth_frames 9) its test results are over 64 KiB,
+    # which hung Lightning's own spawn launcher (au_lightning.SpooledSpawnLauncher)
     reference = Hybrid(aus="bp4d", backbone="resnet18", in_size=28, cnn_epochs=1, lstm_epochs=1,
                        fusion_epochs=1, cnn_optimizer="adam", pca_components=8, lstm_hidden=8,
-                       fusion_hidden=8, lstm_dropout=0.0,
-                       smooth_frames=0)  # fmt: skip
+                       fusion_hidden=8, lstm_dropout=0.0, smooth_frames=9)  # fmt: skip
     initial = {k: v.clone() for k, v in reference.state_dict().items()}
     runs = {}
     for name, devices, options in (
@@ -304,3 +307,65 @@ def test_hybrid_stages_under_ddp(cache: Path, tmp_path: Path) -> None:
             )
     assert torch.equal(runs["sharded"][0]["net.pca.mean"], runs["sharded"][1]["net.pca.mean"])
     evaluate_both(sharded, data, tmp_path)
+
+
+class ManyScores(L.LightningModule):
+    """Logs ``count`` test scores, more than Lightning's spawn launcher can return through
+    its pipe (64 KiB pickled)."""
+
+    def __init__(self, count: int = 3000) -> None:
+        super().__init__()
+        self.count = count
+        self.layer = torch.nn.Linear(2, 1)
+
+    def on_test_epoch_start(self) -> None:
+        self.total = torch.zeros((), dtype=torch.float64)
+
+    def test_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        self.total = self.total + self.layer(batch[0]).sum()
+
+    def on_test_epoch_end(self) -> None:
+        total = self.all_gather(self.total).sum()  # one collective, not one per score
+        self.log_dict({f"test/score{i}": total + i for i in range(self.count)})
+
+
+def test_spawned_ranks_return_results_over_the_pipe_buffer(tmp_path: Path) -> None:
+    """With Lightning's launcher, 2-rank ``ddp_spawn`` never returns once rank 0's result is
+    over the 64 KiB pipe buffer (the hybrid's test with its cnn_smoothed control did). The
+    project's launcher returns it: every score, equal to one process's. SIGALRM ends the
+    test instead of hanging if it regresses."""
+    torch.manual_seed(0)
+    model = ManyScores()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(8, 2, dtype=torch.float64)), batch_size=2
+    )
+    (single,) = trainer(tmp_path / "single", 1).test(model, loader, verbose=False)
+    spawned = trainer(tmp_path / "ddp", 2)
+    assert type(spawned.strategy.launcher) is SpooledSpawnLauncher
+    assert len(pickle.dumps(single)) > 65_536  # the case Lightning's launcher hangs on
+
+    def stop(signum: int, frame: object) -> None:
+        for process in spawned.strategy.launcher.procs:
+            process.kill()
+        raise TimeoutError("2-rank test did not return in 300 s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(300)
+    try:
+        (ddp,) = spawned.test(model, loader, verbose=False)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert_scores_close(ddp, single, atol=1e-9)
+    assert len(ddp) == model.count
+
+
+def test_only_spawning_strategies_get_the_spooled_launcher(tmp_path: Path) -> None:
+    script = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    before = script.strategy.launcher
+    assert spool_spawn_results(script).strategy.launcher is before
+    for strategy in ("ddp_spawn", "ddp_fork"):
+        spawned = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, logger=False)
+        launcher = spool_spawn_results(spawned).strategy.launcher
+        assert type(launcher) is SpooledSpawnLauncher
+        assert launcher._start_method == strategy.removeprefix("ddp_")

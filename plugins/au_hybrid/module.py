@@ -553,13 +553,6 @@ class Hybrid(AUMethod):
                 self._features.clear()
 
     def on_test_start(self) -> None:
-        if self.trainer.world_size > 1 and self.hparams.smooth_frames:
-            # measured: 2-rank testing with the cnn_smoothed head never returns (issue 26)
-            raise ConfigError(
-                "testing the hybrid on more than one device hangs while model.smooth_frames "
-                f"is {self.hparams.smooth_frames} (the ANet-MA control; a known bug): test on "
-                "one device (--trainer.devices 1) or set --model.smooth_frames 0"
-            )
         self._features.clear()
         self._events = {h: [] for h in HEADS}
         self._event_targets, self._event_videos = [], []
