@@ -8,7 +8,8 @@
    ratio; writes the AU co-occurrence (Pearson) heatmap as a PNG.
 3. Learnability: trains a small CNN briefly (``--epochs``, Adam, plain random batches) on the
    published BP4D 3-fold split (test on part 1, whose SynthAU subjects never appear in
-   training) and prints per-AU test F1 beside the all-positive baseline F1 = 2p / (1 + p).
+   training) and prints per-AU test F1 beside the all-positive baseline F1 = 2p / (1 + p)
+   (``all_positive_f1``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
-from au_lightning.data import AUDataModule, read_bp4d
+from au_lightning.data import AUDataModule, all_positive_f1, positive_rates, read_bp4d
 from au_lightning.data.synth import SYNTH_AUS, generate
 from au_lightning.method import AUMethod
 
@@ -110,7 +111,7 @@ def main() -> None:
         torch.manual_seed(0)
         dm.setup("fit")
         train = dm.index.occurrence[dm.train_rows]
-        train_rates = (train == 1).sum(0) / (train >= 0).sum(0)
+        train_rates = positive_rates(train)
         model = SmallCNN(SYNTH_AUS, pos_weight=args.pos_weight)
         trainer = L.Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False,
                             default_root_dir=tmp,
@@ -126,10 +127,7 @@ def main() -> None:
         print("| AU | train base rate | test F1 | all-positive F1 |")
         print("|---|---|---|---|")
         rows = []
-        for j, au in enumerate(SYNTH_AUS):
-            known = test_occ[:, j] >= 0
-            p = (test_occ[known, j] == 1).mean()
-            baseline = 2 * p / (1 + p)
+        for j, (au, baseline) in enumerate(zip(SYNTH_AUS, all_positive_f1(test_occ), strict=True)):
             f1 = scores[f"test/f1_AU{au}"]
             rows.append((train_rates[j], f1, baseline))
             print(f"| {au} | {train_rates[j]:.3f} | {f1:.3f} | {baseline:.3f} |")

@@ -10,6 +10,7 @@ import pytest
 
 from au_lightning.data import (
     FrameIndex,
+    all_positive_f1,
     cache_dir,
     cached_read,
     intensity_threshold,
@@ -69,6 +70,21 @@ def test_intensity_thresholds(rule, level) -> None:
     ix = make_index().with_occurrence_from_intensity(rule)
     raw = make_index().intensity
     np.testing.assert_array_equal(ix.occurrence, np.where(raw < 0, -1, raw >= level))
+
+
+def test_all_positive_f1_is_sklearns_f1_of_predicting_every_known_frame_positive() -> None:
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    occurrence = rng.choice([-1, 0, 0, 1], size=(200, 3)).astype(np.int8)
+    occurrence[:, 2] = -1  # an AU with no known label
+    ours = all_positive_f1(occurrence)
+    for j in range(2):
+        known = occurrence[:, j] >= 0
+        truth = occurrence[known, j]
+        expected = f1_score(truth, np.ones_like(truth))
+        assert ours[j] == pytest.approx(expected)
+    assert np.isnan(ours[2])
 
 
 def test_threshold_rejects_bad_rules() -> None:

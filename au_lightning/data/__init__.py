@@ -37,6 +37,7 @@ from au_lightning.data.image_cache import (
 from au_lightning.data.index import (
     AU_SETS,
     FrameIndex,
+    all_positive_f1,
     intensity_threshold,
     positive_rates,
     resolve_aus,
@@ -121,6 +122,7 @@ __all__ = [
     "WeightedBatches",
     "WindowDataset",
     "active_aus_per_frame",
+    "all_positive_f1",
     "build_image_cache",
     "cache_dir",
     "cached_read",

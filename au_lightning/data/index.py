@@ -20,6 +20,7 @@ from au_lightning.errors import ConfigError
 __all__ = [
     "AU_SETS",
     "FrameIndex",
+    "all_positive_f1",
     "intensity_threshold",
     "occurrence_from_intensity",
     "positive_rates",
@@ -83,6 +84,14 @@ def positive_rates(occurrence: np.ndarray) -> np.ndarray:
     known = (occurrence >= 0).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (occurrence == 1).sum(0) / known
+
+
+def all_positive_f1(occurrence: np.ndarray) -> np.ndarray:
+    """Per-AU F1 of calling every frame positive, 2p / (1 + p) for the positive rate p over
+    the known labels (:func:`positive_rates`): what a model that ranks nothing scores at
+    threshold 0.5, the floor an F1 must clear. NaN for an AU with no known label."""
+    p = positive_rates(occurrence)
+    return 2 * p / (1 + p)
 
 
 def occurrence_from_intensity(intensity: np.ndarray, level: int = 1) -> np.ndarray:
