@@ -276,7 +276,7 @@ def test_hybrid_stages_under_ddp(cache: Path, tmp_path: Path) -> None:
                    sequences_per_batch=2)  # fmt: skip
     torch.manual_seed(0)
     # with the cnn_smoothed control (smooth_frames 9) its test results are over 64 KiB,
-    # which hung Lightning's own spawn launcher (au_lightning.SpooledSpawnLauncher)
+    # which hung Lightning's own spawn launcher (au_lightning.distributed.SpooledSpawnLauncher)
     reference = Hybrid(aus="bp4d", backbone="resnet18", in_size=28, cnn_epochs=1, lstm_epochs=1,
                        fusion_epochs=1, cnn_optimizer="adam", pca_components=8, lstm_hidden=8,
                        fusion_hidden=8, lstm_dropout=0.0, smooth_frames=9)  # fmt: skip
