@@ -72,9 +72,9 @@ def read_results(directory: Path) -> dict[str, dict[str, str]]:
         return {r["AU"]: r for r in csv.DictReader(f)}
 
 
-def all_positive_f1(fold: str) -> dict[str, str]:
-    """F1 (x100) per AU of calling every test frame positive (``all_positive_f1``): the
-    score a model without any ranking gets at threshold 0.5."""
+def all_positive_row(fold: str) -> dict[str, str]:
+    """The table row of F1 (x100) per AU of calling every test frame positive
+    (``au_lightning.data.all_positive_f1``): what a model without any ranking gets at 0.5."""
     from au_lightning.data import AUDataModule, all_positive_f1
 
     config = yaml.safe_load(Path("configs/baseline.yaml").read_text())["data"]["init_args"]
@@ -99,7 +99,7 @@ def markdown(runs: Path, variants: list[str], fold: str) -> str:
         lines += ["F1 (x100) per AU at threshold 0.5 (Table 1/7/8 format).", ""]
         rows = [["Method", *aus, "Avg"]]
         rows += [[v, *(r[a]["F1"] for a in [*aus, "mean"])] for v, r in results.items()]
-        reference = all_positive_f1(fold)
+        reference = all_positive_row(fold)
         rows.append(["all positive (reference)", *(reference[a] for a in [*aus, "mean"])])
         lines += table(rows)
         lines += ["", "Mean over AUs (x100).", ""]
