@@ -9,9 +9,11 @@ pretext, its subjects' identities (``task="identity"``, Ji et al.'s face view).
 
 A trunk is keyed by its whole specification and cached under
 ``$AU_LIGHTNING_CACHE/trunks/<key>.pt`` as a plain torchvision state_dict, so any
-``pretrained:`` option (``resnet_backbone(pretrained=path)``) loads it. Training is seeded,
-single-process and without data-loader workers: the same specification gives the same trunk
-on the same machine and thread count (CPU kernels may round differently elsewhere).
+``pretrained:`` option (``resnet_backbone(pretrained=path)``) loads it. Training is seeded:
+each step's rows and augmentation seed are drawn up front, and its batch is loaded under that
+seed in whichever process loads it, so the same specification gives the same trunk with any
+number of loader ``workers``, on the same machine, device and thread count (kernels round
+differently elsewhere; the cache key does not record the device).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import nn
 from au_lightning.data.cache import cache_dir
 from au_lightning.data.datasets import FrameDataset
 from au_lightning.data.formats import read_dataset
+from au_lightning.data.image_cache import find_image_cache
 from au_lightning.data.synth import ensure_synthau
 from au_lightning.data.transforms import train_transform
 from au_lightning.errors import ConfigError
@@ -88,8 +91,14 @@ class TrunkSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def ensure_synth_trunk(spec: TrunkSpec | None = None, directory: str | Path | None = None) -> Path:
-    """The path of the trunk of ``spec`` (default :class:`TrunkSpec`), trained on first use.
+def ensure_synth_trunk(
+    spec: TrunkSpec | None = None,
+    directory: str | Path | None = None,
+    device: str = "cpu",
+    workers: int = 0,
+) -> Path:
+    """The path of the trunk of ``spec`` (default :class:`TrunkSpec`), trained on first use,
+    on ``device`` with ``workers`` data-loader processes (neither changes the batches).
 
     The file is a torchvision ResNet state_dict without ``fc``; ``<key>.json`` beside it
     records the specification, the training time and the last 100 steps' mean loss. It is
@@ -105,7 +114,7 @@ def ensure_synth_trunk(spec: TrunkSpec | None = None, directory: str | Path | No
         return final
     base.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    state, loss = _train(spec)
+    state, loss = _train(spec, torch.device(device), workers)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}-", dir=base)
     os.close(fd)
     torch.save(state, tmp)
@@ -116,36 +125,66 @@ def ensure_synth_trunk(spec: TrunkSpec | None = None, directory: str | Path | No
     return final
 
 
-def _train(spec: TrunkSpec) -> tuple[dict[str, torch.Tensor], float]:
+class _StepBatches(torch.utils.data.Dataset):
+    """Step ``k``'s batch: its ``rows[k]`` loaded in order under ``seeds[k]``, the same in
+    the main process and in any loader worker."""
+
+    def __init__(self, dataset: FrameDataset, rows: np.ndarray, seeds: list[int]) -> None:
+        self.dataset, self.rows, self.seeds = dataset, rows, seeds
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(self.seeds[step])
+        items = [self.dataset[int(r)] for r in self.rows[step]]
+        return {
+            "image": torch.stack([item["image"] for item in items]),
+            "occurrence": torch.stack([item["occurrence"] for item in items]).long(),
+            "rows": torch.from_numpy(self.rows[step].astype(np.int64)),
+        }
+
+
+def _train(
+    spec: TrunkSpec, device: torch.device, workers: int
+) -> tuple[dict[str, torch.Tensor], float]:
     generator = torch.Generator().manual_seed(spec.seed)
     torch.manual_seed(spec.seed)
     root = ensure_synthau("bp4d", progress=False, **spec.population)
     index = read_dataset("bp4d", root)
-    dataset = FrameDataset(index, transform=train_transform(spec.image_size, spec.crop_size))
+    # the decoded image cache, where one was built at this size: the same pixels, no decoding
+    images = find_image_cache(index, spec.image_size)
+    transform = train_transform(spec.image_size, spec.crop_size)
+    dataset = FrameDataset(index, transform=transform, images=images)
     trunk, features = resnet_backbone(spec.depth)
     outputs = len(index.aus) if spec.task == "aus" else len(index.subject_names)
     head = nn.Linear(features, outputs)
-    model = nn.Sequential(trunk, head).train()
+    model = nn.Sequential(trunk, head).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     rng = np.random.default_rng(spec.seed)
+    # each step draws its rows, then its augmentation seed, as the steps once did in turn
+    rows = np.stack([rng.choice(len(dataset), spec.batch_size, replace=False)
+                     for _ in range(spec.steps)])  # fmt: skip
+    seeds = [int(torch.randint(2**31, (1,), generator=generator)) for _ in range(spec.steps)]
+    subject_code = torch.from_numpy(index.subject_code.astype(np.int64))
+    loader = torch.utils.data.DataLoader(
+        _StepBatches(dataset, rows, seeds),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     losses: list[float] = []
-    for step in range(1, spec.steps + 1):
-        rows = rng.choice(len(dataset), spec.batch_size, replace=False)
-        torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
-        items = [dataset[int(r)] for r in rows]
-        images = torch.stack([item["image"] for item in items])
-        logits = model(images)
+    for step, batch in enumerate(loader, start=1):
+        logits = model(batch["image"].to(device, non_blocking=True))
         if spec.task == "aus":
-            target = torch.stack([item["occurrence"] for item in items]).long()
-            loss = masked_bce(logits, target)
+            loss = masked_bce(logits, batch["occurrence"].to(device))
         else:
-            target = torch.from_numpy(index.subject_code[rows].astype(np.int64))
-            loss = F.cross_entropy(logits, target)
+            loss = F.cross_entropy(logits, subject_code[batch["rows"]].to(device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
         if step % 250 == 0:
             logger.info("trunk step %d/%d: loss %.3f", step, spec.steps, np.mean(losses[-250:]))
-    state = {k: v.detach().clone() for k, v in trunk.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in trunk.state_dict().items()}
     return state, float(np.mean(losses[-100:]))

@@ -19,7 +19,16 @@ Budgets:
   identities, seed 1000), trained once on first use. ANet and MAML's Conv4 start from
   scratch, as in their papers.
 - ``paper``: the papers' image sizes (BP4D-layout SynthAU at 256 px, 224-px crops; MAML at
-  its 32 px) and epochs, for a GPU: ``--trainer.accelerator=gpu`` is added.
+  its 32 px) and epochs, for a GPU: ``--trainer.accelerator=gpu``, ``bf16-mixed`` and cuDNN
+  benchmarking are added, and the trunk trains on the GPU with 8 loader workers.
+- ``smoke``: two batches of every run on a tiny set: a check that the study runs end to end.
+
+With ``--jobs N`` the study runs N processes at a time (``study_schedule``): first one per
+SynthAU set and pretrained trunk, then the runs, seed by seed, each as soon as its set and
+trunk exist; ``--start-until`` and ``--stop-at`` time-box it (a lent GPU machine), and the
+output ends with every job's state. One GPU serves several runs at once:
+
+    python bench/study.py --budget paper --jobs 6 --start-until 6 --stop-at 8 --out study.md
 """
 
 from __future__ import annotations
@@ -28,13 +37,19 @@ import argparse
 import csv
 import json
 import math
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from study_schedule import Job, Outcome, run_jobs
+
 from au_hybrid.results import HEAD_NAMES
+from au_lightning.data import build_image_cache, cached_read
+from au_lightning.data.synth import ensure_synthau
 from au_lightning.evidence import paired_difference
 from au_lightning.fewshot_results import read_adaptation_csv
 from au_lightning.trunks import TrunkSpec, TrunkTask, ensure_synth_trunk
@@ -44,6 +59,9 @@ PAPER_SET = {"subjects": 27, "videos": 3, "frames": 60, "size": 256, "seed": 0}
 #: the hybrid's videos are twice as long (the study set's subjects and seed, 120 frames per
 #: video): 4 training windows of 48 frames every 24 per video, where 60 frames give 1
 SEQUENCE_FRAMES = 120
+#: every finished run's metrics.json, in the layout of ``--runs`` (the runs themselves, with
+#: their checkpoints, stay out of the repository)
+ARCHIVE = Path(__file__).resolve().parents[1] / "docs" / "results" / "runs"
 #: SynthAU's rarest BP4D AUs on the study set (base rate under 10%): Chu et al.'s minority
 MINORITY_AUS = (2, 15, 23, 24)
 
@@ -60,6 +78,35 @@ class Budget:
     anet_options: tuple[str, ...]
     trunk: TrunkSpec | None = field(default_factory=TrunkSpec)
     gpu: bool = False
+    #: data-loader processes of the trunk's training (they do not change the trunk)
+    trunk_workers: int = 0
+    #: options every run gets last (the smoke budget's batch limits)
+    extra: tuple[str, ...] = ()
+    #: the few-shot runs' set, if not ``synth`` at 64 px
+    fewshot_synth: dict[str, int] | None = None
+    #: keep the runs' metrics in the repository's archive (``--archive``)
+    archive: bool = True
+    #: with ``--jobs``: build the decoded image cache of the sets read at this size (the
+    #: ``image_size`` of the budget's options), so that runs do not decode JPEGs every epoch
+    cache_images: int | None = None
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpu else "cpu"
+
+    def trunk_spec(self, task: TrunkTask) -> TrunkSpec | None:
+        return None if self.trunk is None else replace(self.trunk, task=task)
+
+    def synth_sets(self) -> dict[str, dict[str, int]]:
+        """The SynthAU sets (BP4D layout) of this budget's runs, by the readers that use
+        them, and ``population``: the trunk's."""
+        sets = {
+            "detection": self.synth,
+            "hybrid": {**self.synth, "frames": SEQUENCE_FRAMES},
+            # MAML and its baseline keep their own image size (32 px, Conv4 from scratch)
+            "fewshot": self.fewshot_synth or {**self.synth, "size": 64},
+        }
+        return sets if self.trunk is None else {**sets, "population": self.trunk.population}
 
 
 BUDGETS = {
@@ -71,13 +118,13 @@ BUDGETS = {
     ),
     "paper": Budget(
         PAPER_SET,
-        ("--data.image_size=256", "--data.crop_size=224", "--data.num_workers=8"),
+        ("--data.image_size=256", "--data.crop_size=224", "--data.num_workers=4"),
         epochs=20,
         anet_options=(
             "--data.image_size=256",
             "--data.crop_size=224",
             "--model.in_size=224",
-            "--data.num_workers=8",
+            "--data.num_workers=4",
         ),
         trunk=TrunkSpec(
             population={**TrunkSpec().population, "size": 256},
@@ -86,6 +133,31 @@ BUDGETS = {
             steps=3000,
         ),
         gpu=True,
+        trunk_workers=8,
+        cache_images=256,
+    ),
+    # a check that the whole study runs, in parallel too (--jobs), on any machine: a few
+    # batches of every run on a tiny set, not a measurement
+    "smoke": Budget(
+        {"subjects": 27, "videos": 1, "frames": 8, "size": 32, "seed": 0},
+        ("--data.image_size=32", "--data.crop_size=28"),
+        epochs=1,
+        anet_options=("--data.image_size=64", "--data.crop_size=64", "--model.in_size=64"),
+        trunk=TrunkSpec(
+            population={**TrunkSpec().population, "videos": 1, "frames": 8, "size": 32},
+            image_size=32,
+            crop_size=28,
+            steps=4,
+        ),
+        # the cpu budget's: MAML's episodes need tens of frames per subject and AU
+        fewshot_synth={**STUDY_SET, "size": 64},
+        cache_images=32,
+        archive=False,
+        extra=(
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=2",
+            "--trainer.num_sanity_val_steps=0",
+        ),
     ),
 }
 
@@ -133,6 +205,9 @@ VARIANTS: dict[str, Variant] = {
     "stl": Variant("stl"),
     "mtl": Variant("mtl"),
     "mal": Variant("mal"),
+    # the matched-step control (issue 26 / configs/mal.yaml): weights summing to 2, so MAL's
+    # AU step at uniform weights equals STL's and MTL's at the same alpha
+    "mal-ws2": Variant("mal", ("--model.weight_sum=2",)),
     "maml": Variant("maml", trunk=None, reader="fewshot", monitor="val/acc", own_epochs=True),
     # a diagnosis: the outer Adam at the baseline's rate (1e-3, configs/maml_baseline.yaml;
     # Finn et al.'s beta) instead of the paper's 0.03, at which the query loss stops falling
@@ -252,6 +327,8 @@ CLAIMS: dict[str, list[Claim]] = {
         Claim("Li & Shan", "MAL > MTL (Table 1), F1", "mal", "mtl", "f1"),
         Claim("Li & Shan", "MTL > STL (Table 1), F1", "mtl", "stl", "f1"),
         Claim("Li & Shan", "MAL > STL (Table 1), F1", "mal", "stl", "f1"),
+        Claim("(ours)", "MAL at weight sum 2 > MTL, F1", "mal-ws2", "mtl", "f1"),
+        Claim("(ours)", "MAL at weight sum 2 > at the paper's 1, F1", "mal-ws2", "mal", "f1"),
     ],
     "maml": [
         Claim(
@@ -396,35 +473,41 @@ def run_options(name: str, seed: int, budget: Budget, directory: Path, override:
     options.append("--trainer.enable_progress_bar=false")
     if not variant.own_epochs:
         options.append(f"--trainer.max_epochs={budget.epochs}")
+    options.append(f"--data.synth={json.dumps(budget.synth_sets()[variant.reader])}")
     if variant.reader == "hybrid":
-        synth = {**budget.synth, "frames": SEQUENCE_FRAMES}
-        options += [f"--data.synth={json.dumps(synth)}", "--data.fold=part1"]
+        options.append("--data.fold=part1")
         options += budget.anet_options if variant.anet else budget.options
     elif variant.reader == "fewshot":
-        # MAML and its baseline keep their own image size (32 px, Conv4 from scratch)
-        options.append(f"--data.synth={json.dumps({**budget.synth, 'size': 64})}")
         options.append("--data.protocol=bp4d_3fold")
         options.append("--data.fold=part1")
     else:
-        options += [f"--data.synth={json.dumps(budget.synth)}", "--data.fold=part1"]
+        options.append("--data.fold=part1")
         # F1 at 0.5 (the checkpoint is selected on it) and at thresholds tuned on validation
         options += [*budget.options, "--model.threshold_search=true"]
-    if variant.trunk is not None and budget.trunk is not None:
-        trunk = ensure_synth_trunk(replace(budget.trunk, task=variant.trunk))
+    spec = budget.trunk_spec(variant.trunk) if variant.trunk is not None else None
+    if spec is not None:
+        trunk = ensure_synth_trunk(spec, device=budget.device, workers=budget.trunk_workers)
         options.append(f"--model.pretrained={trunk}")
     if budget.gpu:
-        options.append("--trainer.accelerator=gpu")
-    return [*options, *variant.options]
+        # fixed input sizes: cuDNN may pick its fastest kernels
+        options += ["--trainer.accelerator=gpu", "--trainer.precision=bf16-mixed"]
+        options.append("--trainer.benchmark=true")
+    return [*options, *variant.options, *budget.extra]
 
 
-def train(name: str, seed: int, budget: str, runs: Path) -> dict[str, float]:
-    """Fit and test one run unless its ``metrics.json`` exists; its metrics."""
+def train(
+    name: str, seed: int, budget: str, runs: Path, archive: Path | None = None
+) -> dict[str, float]:
+    """Fit and test one run unless its ``metrics.json`` exists in ``runs`` or ``archive``;
+    its metrics, also written to ``archive`` (the same layout, metrics only) when given."""
     from au_lightning.cli import main
 
     directory = runs / budget / name / f"seed{seed}"
     done = directory / "metrics.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    kept = archive / budget / name / f"seed{seed}" / "metrics.json" if archive else None
+    for path in (done, kept):
+        if path is not None and path.is_file():
+            return json.loads(path.read_text())
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as override:
         monitor = VARIANTS[name].monitor
         override.write(LAST_ONLY if monitor is None else NO_EARLY_STOP.format(monitor=monitor))
@@ -434,7 +517,11 @@ def train(name: str, seed: int, budget: str, runs: Path) -> dict[str, float]:
     main(["test", *options, f"--ckpt_path={'last' if monitor is None else 'best'}"])
     metrics = READERS[VARIANTS[name].reader](directory)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
-    done.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    text = json.dumps(metrics, indent=2, sort_keys=True)
+    done.write_text(text)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(text)
     return metrics
 
 
@@ -581,29 +668,143 @@ def run_table(budget: str, runs: Path) -> str:
     return markdown(rows)
 
 
+def study_jobs(
+    groups: Sequence[Sequence[str]],
+    seeds: Sequence[int],
+    budget: str,
+    runs: Path,
+    lanes: int,
+    archive: Path | None = None,
+) -> list[Job]:
+    """The processes of a parallel study (``--jobs``): one per SynthAU set the runs read,
+    one per pretrained trunk they start from, then every run not yet done: group by group
+    (the variants of a claim group), seed by seed, so that a time-boxed study completes
+    whole claims first. Each run needs its set and its trunk."""
+    names = list(dict.fromkeys(n for group in groups for n in group))
+    spec = BUDGETS[budget]
+    study = [sys.executable, str(Path(__file__).resolve()), "--budget", budget, "--runs", str(runs)]
+    if archive is not None:
+        study += ["--archive", str(archive)]
+    threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // lanes))}
+    base = runs / budget / "_jobs"
+    readers = dict.fromkeys(VARIANTS[n].reader for n in names)
+    tasks = dict.fromkeys(VARIANTS[n].trunk for n in names if VARIANTS[n].trunk is not None)
+    # the trunks' population first: most runs wait for a trunk
+    sets = sorted(spec.synth_sets().items(), key=lambda item: item[0] != "population")
+    used = {r: s for r, s in sets if r in readers or (r == "population" and tasks)}
+    jobs = []
+    for reader, synth in used.items():
+        command = [*study, "--synth", json.dumps(synth)]
+        if spec.cache_images is not None and reader != "fewshot":
+            command.append("--cache-images")
+        jobs.append(Job(f"synth-{reader}", command, base / f"synth-{reader}.log", env=threads))
+    if spec.trunk is not None:
+        jobs += [Job(f"trunk-{t}", [*study, "--trunk", t], base / f"trunk-{t}.log",
+                     ("synth-population",), threads) for t in tasks]  # fmt: skip
+    queued = set()
+    for group, seed in ((g, s) for g in groups for s in seeds):
+        for name in group:
+            directory = runs / budget / name / f"seed{seed}"
+            finished = [d / budget / name / f"seed{seed}" / "metrics.json"
+                        for d in (runs, archive) if d is not None]  # fmt: skip
+            if (name, seed) in queued or any(f.is_file() for f in finished):
+                continue
+            queued.add((name, seed))
+            variant = VARIANTS[name]
+            needs = [f"synth-{variant.reader}"]
+            if variant.trunk is not None and spec.trunk is not None:
+                needs.append(f"trunk-{variant.trunk}")
+            command = [*study, "--run", f"{name}:{seed}"]
+            jobs.append(Job(f"{name}:{seed}", command, directory / "log.txt", tuple(needs),
+                            threads))  # fmt: skip
+    return jobs
+
+
+def jobs_table(outcomes: dict[str, Outcome]) -> str:
+    rows = [["job", "state", "minutes"]]
+    rows += [[o.name, o.state if o.code in (None, 0) else f"{o.state} (exit {o.code})",
+              f"{o.seconds / 60:.1f}"] for o in outcomes.values()]  # fmt: skip
+    return markdown(rows)
+
+
 def main_study(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--claims", nargs="+", default=list(CLAIMS), choices=list(CLAIMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget", default="cpu", choices=list(BUDGETS))
     parser.add_argument("--runs", type=Path, default=Path("runs/study"))
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        default=ARCHIVE,
+        help="keep each run's metrics.json here too (the same layout, in the repository), "
+        "and read the tables from here (default: %(default)s; not for the smoke budget)",
+    )
     parser.add_argument("--no-train", action="store_true", help="only read existing runs")
     parser.add_argument("--out", type=Path, help="also write the tables to this file")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time, each its own process (default: 1, in this one)",
+    )
+    parser.add_argument(
+        "--start-until",
+        type=float,
+        default=math.inf,
+        metavar="MINUTES",
+        help="with --jobs: start no run after this many minutes",
+    )
+    parser.add_argument(
+        "--stop-at",
+        type=float,
+        default=math.inf,
+        metavar="MINUTES",
+        help="with --jobs: stop the runs still going after this many minutes",
+    )
+    # one job of a parallel study (study_jobs)
+    parser.add_argument("--run", metavar="VARIANT:SEED", help=argparse.SUPPRESS)
+    parser.add_argument("--trunk", choices=["aus", "identity"], help=argparse.SUPPRESS)
+    parser.add_argument("--synth", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--cache-images", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    budget = BUDGETS[args.budget]
+    archive = args.archive if budget.archive else None
+    if args.synth:
+        root = ensure_synthau("bp4d", progress=False, **json.loads(args.synth))
+        if args.cache_images:
+            index = cached_read("bp4d", root)
+            build_image_cache(index, budget.cache_images, workers=os.cpu_count() or 0)
+        return str(root)
+    if args.trunk:
+        spec = budget.trunk_spec(args.trunk)
+        return str(ensure_synth_trunk(spec, device=budget.device, workers=budget.trunk_workers))
+    if args.run:
+        name, seed = args.run.rsplit(":", 1)
+        return json.dumps(train(name, int(seed), args.budget, args.runs, archive))
     claims = [c for group in args.claims for c in CLAIMS[group]]
-    if not args.no_train:
-        names = dict.fromkeys(n for c in claims for n in (c.ours, c.theirs) if n in VARIANTS)
+    names = list(dict.fromkeys(n for c in claims for n in (c.ours, c.theirs) if n in VARIANTS))
+    outcomes = None
+    if not args.no_train and args.jobs > 1:
+        groups = [[n for c in CLAIMS[g] for n in (c.ours, c.theirs) if n in VARIANTS]
+                  for g in args.claims]  # fmt: skip
+        jobs = study_jobs(groups, args.seeds, args.budget, args.runs, args.jobs, archive)
+        outcomes = run_jobs(jobs, args.jobs, args.start_until * 60, args.stop_at * 60)
+    elif not args.no_train:
         for seed in args.seeds:
             for name in names:
-                train(name, seed, args.budget, args.runs)
+                train(name, seed, args.budget, args.runs, archive)
     seeds = " ".join(map(str, args.seeds))
+    tables = archive or args.runs
     rows = []
     for group in args.claims:
         command = f"`python bench/study.py --claims {group} --seeds {seeds} --budget {args.budget}`"
-        rows += claim_rows(CLAIMS[group], args.seeds, args.budget, args.runs, command)[
+        rows += claim_rows(CLAIMS[group], args.seeds, args.budget, tables, command)[
             0 if not rows else 1 :
         ]
-    text = markdown(rows) + "\n" + run_table(args.budget, args.runs)
+    text = markdown(rows) + "\n" + run_table(args.budget, tables)
+    if outcomes is not None:
+        text += "\n" + jobs_table(outcomes)
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -2,6 +2,7 @@
 
     python bench/suite.py [--quick] [--out docs/performance.md] [--threads N] [--repeats 3]
                           [--only index samplers episodes images maml renet baseline]
+    python bench/suite.py --device cuda --out docs/performance_gpu.md      # on a GPU
 
 Runs the measurements one after another in this process (never two at once) and prints one
 markdown table, ``measurement | variant | value | unit | ratio``. ``ratio`` compares the
@@ -28,7 +29,9 @@ and one line per row saying what it measured.
 
 Every variant runs once as a warm-up, then the variants of a measurement take turns for
 ``--repeats`` timed runs each and the table gives the median. ``--quick`` shrinks every size
-(a check that the suite runs, not a measurement). A measurement that fails is reported in
+(a check that the suite runs, not a measurement). ``--device cuda`` runs the model
+measurements (5-7) on the GPU at the papers' sizes (``GPU``: 224 px, batch 100), each timed
+call ending in ``torch.cuda.synchronize``. A measurement that fails is reported in
 the table and on stderr, the others still run, and the exit status is 1.
 
 The full suite takes about 10 minutes on 2 quiet cores (most of it writing the 1M-file tree,
@@ -89,6 +92,10 @@ from au_maml import Conv4  # noqa: E402
 from au_renet import RelationEmbeddedResNet  # noqa: E402
 
 MEASUREMENTS = ("index", "samplers", "episodes", "images", "maml", "renet", "baseline")
+#: the measurements that run on ``--device``; the others are CPU work
+ON_DEVICE = ("maml", "renet", "baseline")
+#: where the model measurements run (``--device``)
+DEVICE = torch.device("cpu")
 #: the SynthAU set of configs/baseline.yaml (usually already in the SynthAU cache)
 SYNTHAU = {"subjects": 12, "videos": 4, "frames": 120, "size": 112, "seed": 0}
 #: a BP4D frame: 1040 rows x 1392 columns
@@ -126,6 +133,18 @@ FULL = Sizes(
     baseline_batch=32,
     baseline_size=112,
     baseline_steps=1,
+)
+#: ``--device cuda``: the papers' image sizes and batches (RE-Net and the baseline: 224-px
+#: crops, batch 100)
+GPU = dataclasses.replace(
+    FULL,
+    maml_tasks=12,
+    maml_size=64,
+    renet_batches=(100, 1),
+    renet_size=224,
+    baseline_batch=100,
+    baseline_size=224,
+    baseline_steps=10,
 )
 QUICK = Sizes(
     index_frames=(5_000, 20_000),
@@ -165,12 +184,19 @@ def log(message: str) -> None:
     print(f"[{time.perf_counter() - _START:6.0f} s] {message}", file=sys.stderr, flush=True)
 
 
+def sync() -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn: Callable[[], Any]) -> Callable[[], float]:
     """``fn`` as a call that returns its seconds."""
 
     def call() -> float:
         start = time.perf_counter()
         fn()
+        sync()
         return time.perf_counter() - start
 
     return call
@@ -456,11 +482,14 @@ def measure_maml(sizes: Sizes, repeats: int, tmp: Path) -> list[Row]:
     options = argparse.Namespace(image_size=sizes.maml_size, tasks=sizes.maml_tasks, shots=5,
                                  inner_steps=1, optimizer="sgd", order=2)  # fmt: skip
     torch.manual_seed(0)
-    base = Conv4(options.image_size)
-    tasks = bench_maml.make_tasks(options.tasks, options.shots, options.image_size)
+    base = Conv4(options.image_size).to(DEVICE)
+    tasks = [
+        tuple((x.to(DEVICE), y.to(DEVICE)) for x, y in task)
+        for task in bench_maml.make_tasks(options.tasks, options.shots, options.image_size)
+    ]
     losses = bench_maml.variants(options)
     steps = {
-        name: bench_maml.outer_step(copy.deepcopy(base), losses[name], tasks)
+        name: timed(bench_maml.outer_step(copy.deepcopy(base), losses[name], tasks))
         for name in ("higher", "func")
     }
     with warnings.catch_warnings():
@@ -470,7 +499,7 @@ def measure_maml(sizes: Sizes, repeats: int, tmp: Path) -> list[Row]:
         f"bench_maml meta-step (au_maml.Conv4 at {options.image_size} px, {options.tasks} "
         "tasks of (5+, 5-) support and query, 1 SGD inner step, second order, query losses "
         "averaged, backward, Adam), au_lightning.InnerLoop backend higher or func; median of "
-        f"{repeats} after a warm-up"
+        f"{repeats} after a warm-up{on_device()}"
     )
     title = f"MAML meta-step, {options.image_size} px"
     return [
@@ -489,14 +518,16 @@ def measure_renet(sizes: Sizes, repeats: int, tmp: Path) -> list[Row]:
     torch.manual_seed(0)
     net = RelationEmbeddedResNet(12).eval()
     net.graph.set_relation(torch.rand(12, 12))
+    net.to(DEVICE)
     runs = {"naive": net.forward_each, "batched": net}
     out = []
     with torch.inference_mode():
         for batch in sizes.renet_batches:
-            images = torch.randn(batch, 3, sizes.renet_size, sizes.renet_size)
+            images = torch.randn(batch, 3, sizes.renet_size, sizes.renet_size, device=DEVICE)
             calls = {
                 name: lambda run=run, images=images: (
-                    len(images) / bench_renet.images_per_second(run, images, 1)
+                    len(images)
+                    / bench_renet.images_per_second(lambda x, run=run: (run(x), sync()), images, 1)
                 )
                 for name, run in runs.items()
             }
@@ -505,7 +536,7 @@ def measure_renet(sizes: Sizes, repeats: int, tmp: Path) -> list[Row]:
                 "RelationEmbeddedResNet (ResNet-18, 12 AUs) in eval mode under inference_mode, "
                 f"random {sizes.renet_size} px images, batch {batch}: batched = one pass for "
                 f"all AUs, naive = forward_each (12 passes); median of {repeats} calls after a "
-                "warm-up"
+                f"warm-up{on_device()}"
             )
             for name in ("naive", "batched"):
                 cell = ratio(seconds["naive"], seconds["batched"], "batched / naive")
@@ -534,10 +565,11 @@ def train_step(model: Baseline, batch: dict[str, torch.Tensor], bf16: bool) -> C
     def step() -> float:
         start = time.perf_counter()
         optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model.training_loss(batch, model(batch["image"]))
         loss.backward()
         optimizer.step()
+        sync()
         return time.perf_counter() - start
 
     return step
@@ -550,9 +582,10 @@ def measure_baseline(sizes: Sizes, repeats: int, tmp: Path) -> list[Row]:
     size, n = sizes.baseline_size, sizes.baseline_batch
     generator = torch.Generator().manual_seed(0)
     batch = {
-        "image": torch.randn(n, 3, size, size, generator=generator),
-        "occurrence": torch.randint(-1, 2, (n, len(model.aus)), generator=generator),
+        "image": torch.randn(n, 3, size, size, generator=generator).to(DEVICE),
+        "occurrence": torch.randint(-1, 2, (n, len(model.aus)), generator=generator).to(DEVICE),
     }
+    model.to(DEVICE)
     steps_per_call = sizes.baseline_steps
     variants = {"fp32": False, "bf16": True}
     calls = {}
@@ -563,8 +596,8 @@ def measure_baseline(sizes: Sizes, repeats: int, tmp: Path) -> list[Row]:
     note = (
         f"au_baseline.Baseline (ResNet-18 of configs/baseline.yaml, 12 AUs) training step on "
         f"random {size} px images, batch {n}: forward, masked BCE, backward, Adam; bf16 = "
-        f"torch.autocast('cpu', bfloat16) around forward and loss; {steps_per_call} step(s) "
-        f"per timed call, median of {repeats} calls after a warm-up call"
+        f"torch.autocast('{DEVICE.type}', bfloat16) around forward and loss; {steps_per_call} "
+        f"step(s) per timed call, median of {repeats} calls after a warm-up call{on_device()}"
     )
     rate = {name: steps_per_call / seconds[name] for name in variants}
     title = f"Baseline training step, {size} px, batch {n}"
@@ -573,6 +606,13 @@ def measure_baseline(sizes: Sizes, repeats: int, tmp: Path) -> list[Row]:
         Row(title, "bf16 autocast", rate["bf16"], "steps/s",
             ratio(seconds["fp32"], seconds["bf16"], "bf16 / fp32"), note),
     ]  # fmt: skip
+
+
+def on_device() -> str:
+    """The note's tail naming the GPU the measurement ran on (empty on the CPU)."""
+    if DEVICE.type != "cuda":
+        return ""
+    return f"; on {torch.cuda.get_device_name(DEVICE)}, each call ending in cuda.synchronize"
 
 
 MEASURE: dict[str, Callable[[Sizes, int, Path], list[Row]]] = {
@@ -651,6 +691,11 @@ def machine() -> list[tuple[str, str]]:
         ("Pillow", PIL.__version__),
         ("numpy", np.__version__),
         ("torch threads", str(torch.get_num_threads())),
+        *(
+            [("GPU", f"{torch.cuda.get_device_name(DEVICE)} (CUDA {torch.version.cuda})")]
+            if DEVICE.type == "cuda"
+            else []
+        ),
     ]
 
 
@@ -706,12 +751,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant")
     parser.add_argument("--only", nargs="+", choices=MEASUREMENTS, help="run only these")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where the model measurements run; cuda runs only those "
+                        f"({', '.join(ON_DEVICE)}), at the GPU sizes")  # fmt: skip
     options = parser.parse_args(argv)
     if options.threads:
         torch.set_num_threads(options.threads)
+    global DEVICE
+    DEVICE = torch.device(options.device)
     started = datetime.datetime.now().astimezone()
-    names = [n for n in MEASUREMENTS if options.only is None or n in options.only]
-    rows, ok = run(names, QUICK if options.quick else FULL, options.repeats)
+    allowed = ON_DEVICE if DEVICE.type == "cuda" else MEASUREMENTS
+    names = [n for n in allowed if options.only is None or n in options.only]
+    sizes = QUICK if options.quick else GPU if DEVICE.type == "cuda" else FULL
+    rows, ok = run(names, sizes, options.repeats)
     print(table(rows))
     if options.out:
         command = shlex.join(["python", "bench/suite.py", *sys.argv[1:]])

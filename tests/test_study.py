@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -84,3 +85,43 @@ def test_read_hybrid_takes_every_heads_mean_row_from_the_plugins_table(tmp_path:
     assert m["auc_lstm"] == pytest.approx(0.625, abs=1e-3)
     assert m["event_f1_cnn_smoothed"] == pytest.approx(0.115, abs=1e-3)
     assert len(m) == 12
+
+
+def test_parallel_jobs_come_set_and_trunk_first_then_whole_groups(tmp_path: Path) -> None:
+    write_metrics(tmp_path / "x", "resnet18", {1: {"f1": 0.5}})  # in another budget: no effect
+    done = tmp_path / "paper" / "maml" / "seed1"
+    done.mkdir(parents=True)
+    (done / "metrics.json").write_text("{}")
+    groups = [["resnet18", "resnet18-scratch"], ["maml", "resnet18"]]
+    jobs = study.study_jobs(groups, [0, 1], "paper", tmp_path, lanes=4)
+    names = [j.name for j in jobs]
+    assert names == [
+        "synth-population", "synth-detection", "synth-fewshot", "trunk-aus",
+        "resnet18:0", "resnet18-scratch:0", "resnet18:1", "resnet18-scratch:1",
+        "maml:0",  # maml:1 is done; resnet18 is queued once per seed
+    ]  # fmt: skip
+    by_name = {j.name: j for j in jobs}
+    assert by_name["trunk-aus"].needs == ("synth-population",)
+    assert by_name["resnet18:0"].needs == ("synth-detection", "trunk-aus")
+    assert by_name["resnet18-scratch:0"].needs == ("synth-detection",)
+    assert by_name["maml:0"].needs == ("synth-fewshot",)
+    # the paper budget decodes the sets its runs read at 256 px once; MAML reads 32 px
+    assert "--cache-images" in by_name["synth-detection"].command
+    assert "--cache-images" not in by_name["synth-fewshot"].command
+    assert by_name["resnet18:0"].command[-2:] == ["--run", "resnet18:0"]
+    assert by_name["resnet18:0"].env == {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 4))}
+
+
+def test_a_run_in_the_archive_is_not_trained_again(tmp_path: Path, monkeypatch) -> None:
+    import au_lightning.cli
+
+    def refuse(argv):
+        raise AssertionError(f"trained again: {argv}")
+
+    monkeypatch.setattr(au_lightning.cli, "main", refuse)
+    write_metrics(tmp_path / "archive", "stl", {1: {"f1": 0.3}})
+    metrics = study.train("stl", 1, "cpu", tmp_path / "runs", tmp_path / "archive")
+    assert metrics["f1"] == 0.3
+    jobs = study.study_jobs([["stl"]], [0, 1], "cpu", tmp_path / "runs", 2, tmp_path / "archive")
+    assert [j.name for j in jobs if ":" in j.name] == ["stl:0"]
+    assert "--archive" in jobs[-1].command

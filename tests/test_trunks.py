@@ -48,3 +48,28 @@ def test_spec_changes_change_the_key_and_the_weights(tmp_path):
 def test_unknown_task_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="trunk task 'faces'"):
         ensure_synth_trunk(tiny(task="faces"), tmp_path)
+
+
+def test_loader_workers_do_not_change_the_trunk(tmp_path):
+    # each step's batch is loaded under its own seed, in whichever process loads it
+    single = ensure_synth_trunk(tiny(steps=3), tmp_path / "single")
+    workers = ensure_synth_trunk(tiny(steps=3), tmp_path / "workers", workers=2)
+    a, b = torch.load(single, weights_only=True), torch.load(workers, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    later = ensure_synth_trunk(tiny(steps=4), tmp_path / "single")  # one step more differs
+    c = torch.load(later, weights_only=True)
+    assert not torch.equal(a["layer4.1.conv2.weight"], c["layer4.1.conv2.weight"])
+
+
+def test_a_decoded_image_cache_gives_the_same_trunk(tmp_path):
+    from au_lightning.data import build_image_cache, cached_read
+    from au_lightning.data.image_cache import find_image_cache
+    from au_lightning.data.synth import ensure_synthau
+
+    jpegs = ensure_synth_trunk(tiny(), tmp_path / "jpegs")
+    index = cached_read("bp4d", ensure_synthau("bp4d", progress=False, **TINY))
+    build_image_cache(index, 32)
+    assert find_image_cache(index, 32) is not None
+    cached = ensure_synth_trunk(tiny(), tmp_path / "cached")
+    a, b = torch.load(jpegs, weights_only=True), torch.load(cached, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
