@@ -24,9 +24,10 @@ Budgets:
 - ``smoke``: two batches of every run on a tiny set: a check that the study runs end to end.
 
 With ``--jobs N`` the study runs N processes at a time (``study_schedule``): first one per
-SynthAU set and pretrained trunk, then the runs, seed by seed, each as soon as its set and
-trunk exist; ``--start-until`` and ``--stop-at`` time-box it (a lent GPU machine), and the
-output ends with every job's state. One GPU serves several runs at once:
+SynthAU set and pretrained trunk, then the runs, claim group by claim group and seed by
+seed, each as soon as its set and trunk exist; ``--start-until`` and ``--stop-at`` time-box
+it (a lent GPU machine), and the output ends with every job's state. One GPU serves several
+runs at once:
 
     python bench/study.py --budget paper --jobs 6 --start-until 6 --stop-at 8 --out study.md
 """
@@ -503,11 +504,9 @@ def train(
     from au_lightning.cli import main
 
     directory = runs / budget / name / f"seed{seed}"
-    done = directory / "metrics.json"
-    kept = archive / budget / name / f"seed{seed}" / "metrics.json" if archive else None
-    for path in (done, kept):
-        if path is not None and path.is_file():
-            return json.loads(path.read_text())
+    finished = metrics_file(budget, name, seed, runs, archive)
+    if finished is not None:
+        return json.loads(finished.read_text())
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as override:
         monitor = VARIANTS[name].monitor
         override.write(LAST_ONLY if monitor is None else NO_EARLY_STOP.format(monitor=monitor))
@@ -518,11 +517,22 @@ def train(
     metrics = READERS[VARIANTS[name].reader](directory)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     text = json.dumps(metrics, indent=2, sort_keys=True)
-    done.write_text(text)
-    if kept is not None:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_text(text)
+    for root in (runs, archive) if archive is not None else (runs,):
+        path = root / budget / name / f"seed{seed}" / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     return metrics
+
+
+def metrics_file(budget: str, name: str, seed: int, *roots: Path | None) -> Path | None:
+    """The ``metrics.json`` of a finished run in the first of ``roots`` (runs folders or
+    archives; None is skipped) that has one, or None."""
+    for root in roots:
+        if root is not None:
+            path = root / budget / name / f"seed{seed}" / "metrics.json"
+            if path.is_file():
+                return path
+    return None
 
 
 def newest(directory: Path, pattern: str) -> Path:
@@ -705,9 +715,7 @@ def study_jobs(
     for group, seed in ((g, s) for g in groups for s in seeds):
         for name in group:
             directory = runs / budget / name / f"seed{seed}"
-            finished = [d / budget / name / f"seed{seed}" / "metrics.json"
-                        for d in (runs, archive) if d is not None]  # fmt: skip
-            if (name, seed) in queued or any(f.is_file() for f in finished):
+            if (name, seed) in queued or metrics_file(budget, name, seed, runs, archive):
                 continue
             queued.add((name, seed))
             variant = VARIANTS[name]

@@ -125,3 +125,31 @@ def test_a_run_in_the_archive_is_not_trained_again(tmp_path: Path, monkeypatch) 
     jobs = study.study_jobs([["stl"]], [0, 1], "cpu", tmp_path / "runs", 2, tmp_path / "archive")
     assert [j.name for j in jobs if ":" in j.name] == ["stl:0"]
     assert "--archive" in jobs[-1].command
+
+
+def test_paper_budget_runs_on_the_gpu_from_a_gpu_trained_trunk(tmp_path: Path, monkeypatch):
+    asked = []
+
+    def trunk(spec, device="cpu", workers=0):
+        asked.append((spec, device, workers))
+        return tmp_path / "trunk.pt"
+
+    monkeypatch.setattr(study, "ensure_synth_trunk", trunk)
+    budget = study.BUDGETS["paper"]
+    options = study.run_options("renet", 0, budget, tmp_path, tmp_path / "o.yaml")
+    assert {"--trainer.accelerator=gpu", "--trainer.precision=bf16-mixed"} <= set(options)
+    assert {"--data.image_size=256", "--data.crop_size=224", "--trainer.max_epochs=20"} <= set(
+        options
+    )
+    assert f"--model.pretrained={tmp_path / 'trunk.pt'}" in options
+    ((spec, device, workers),) = asked
+    assert (spec.task, spec.image_size, spec.crop_size, device, workers) == (
+        "aus", 256, 224, "cuda", 8
+    )  # fmt: skip
+    # MAML keeps its 64-px set and trains from scratch: no trunk
+    options = study.run_options("maml", 0, budget, tmp_path, tmp_path / "o.yaml")
+    assert len(asked) == 1 and '"size": 64' in next(o for o in options if "synth" in o)
+    # the smoke budget's batch limits come last, after the variant's own options
+    smoke = study.run_options("resnet18-scratch", 0, study.BUDGETS["smoke"], tmp_path, tmp_path)
+    assert smoke[-3:] == list(study.BUDGETS["smoke"].extra)
+    assert "--trainer.accelerator=gpu" not in smoke
