@@ -7,9 +7,17 @@
 #     BUDGET=smoke SUITE="--quick --device cpu" STUDY_MIN=4 bash bench/gpu_check.sh   # CPU
 #
 # Wheels in .whl/ (jsonargparse, higher and their needs, and au-lightning's own, for its
-# entry points) are installed into /tmp/site first where python3 lacks them. What comes
-# back: machine.txt, suite.log and performance_gpu.md, study.log and study_paper.md (claims,
-# runs and every job's state), runs.tgz (each run's metrics.json, log and result tables).
+# entry points) are installed into /tmp/site first where python3 lacks them; the code itself
+# is read from this tree. Make them here (the folder is not committed: list it in
+# .git/info/exclude, and carry it to the machine):
+#
+#     pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+#         jsonargparse==4.53.0 higher==0.2.1 docstring_parser==0.18.0 typeshed_client==2.15.0
+#     pip wheel --no-deps --no-build-isolation -w .whl .
+#
+# What comes back: machine.txt, suite.log and performance_gpu.md, study.log and
+# study_paper.md (claims, runs and every job's state), runs.tgz (each run's metrics.json,
+# log and result tables).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 BUDGET=${BUDGET:-paper}
