@@ -131,6 +131,7 @@ class _StepBatches(torch.utils.data.Dataset):
 
     def __init__(self, dataset: FrameDataset, rows: np.ndarray, seeds: list[int]) -> None:
         self.dataset, self.rows, self.seeds = dataset, rows, seeds
+        self.subject_code = dataset.index.subject_code.astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -141,7 +142,7 @@ class _StepBatches(torch.utils.data.Dataset):
         return {
             "image": torch.stack([item["image"] for item in items]),
             "occurrence": torch.stack([item["occurrence"] for item in items]).long(),
-            "rows": torch.from_numpy(self.rows[step].astype(np.int64)),
+            "subject": torch.from_numpy(self.subject_code[self.rows[step]]),
         }
 
 
@@ -166,7 +167,6 @@ def _train(
     rows = np.stack([rng.choice(len(dataset), spec.batch_size, replace=False)
                      for _ in range(spec.steps)])  # fmt: skip
     seeds = [int(torch.randint(2**31, (1,), generator=generator)) for _ in range(spec.steps)]
-    subject_code = torch.from_numpy(index.subject_code.astype(np.int64))
     loader = torch.utils.data.DataLoader(
         _StepBatches(dataset, rows, seeds),
         batch_size=None,
@@ -179,7 +179,7 @@ def _train(
         if spec.task == "aus":
             loss = masked_bce(logits, batch["occurrence"].to(device))
         else:
-            loss = F.cross_entropy(logits, subject_code[batch["rows"]].to(device))
+            loss = F.cross_entropy(logits, batch["subject"].to(device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
