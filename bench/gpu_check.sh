@@ -4,7 +4,7 @@
 # budget in parallel lanes, started beside it at a lower CPU priority.
 #
 #     bash bench/gpu_check.sh                        # writes into $OUT (default /tmp/gpu_check)
-#     BUDGET=smoke SUITE="--quick --device cpu" STUDY_MIN=4 bash bench/gpu_check.sh   # CPU
+#     BUDGET=smoke SUITE="--quick --device cpu" STUDY_MIN=3 JOBS=2 bash bench/gpu_check.sh
 #
 # Wheels in .whl/ (jsonargparse, higher and their needs, and au-lightning's own, for its
 # entry points) are installed into /tmp/site first where python3 lacks them; the code itself

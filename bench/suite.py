@@ -138,8 +138,6 @@ FULL = Sizes(
 #: crops, batch 100)
 GPU = dataclasses.replace(
     FULL,
-    maml_tasks=12,
-    maml_size=64,
     renet_batches=(100, 1),
     renet_size=224,
     baseline_batch=100,
