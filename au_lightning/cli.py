@@ -27,7 +27,13 @@ from lightning.pytorch.cli import LightningCLI
 
 from au_lightning import fewshot_results, published
 from au_lightning.align import align_folder
-from au_lightning.checkpoints import find_checkpoint
+from au_lightning.checkpoints import (
+    CheckpointError,
+    find_checkpoint,
+    is_method,
+    method_of,
+    read_checkpoint,
+)
 from au_lightning.data import (
     AUDataModule,
     DatasetFormatError,
@@ -75,7 +81,9 @@ class AUCLI(LightningCLI):
     A method whose class sets ``adapts_at_evaluation`` gets ``trainer.inference_mode=False``,
     so adapting at test time works without the user knowing about inference mode.
     ``--ckpt_path last`` and (except for ``fit``) ``--ckpt_path best`` name the checkpoints
-    of the latest run under ``trainer.default_root_dir`` (:func:`find_checkpoint`).
+    of the latest run of the same method and fold under ``trainer.default_root_dir``
+    (:func:`find_checkpoint`); a checkpoint another method wrote, or one that trained on
+    this fold's test subjects, is refused (``--allow_fold_mismatch`` overrides the latter).
     """
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
@@ -92,6 +100,31 @@ class AUCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.set_defaults({"data": lazy_instance(AUDataModule)})
+        parser.add_argument(
+            "--allow_fold_mismatch",
+            type=bool,
+            default=False,
+            help="evaluate or resume a checkpoint on test subjects it trained or validated "
+            "on (a warning instead of the error; the scores are then not held-out)",
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        """Before Lightning takes the model's hyperparameters from ``--ckpt_path FILE``,
+        refuse a file that is not a readable checkpoint, or one another method wrote
+        (Lightning would silently swap the configured model for that method)."""
+        subcommand = self.config.get("subcommand")
+        given = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if given in (None, "last", "best"):
+            return super()._parse_ckpt_path()
+        written_by = method_of(read_checkpoint(given))
+        configured = self.config[subcommand].model.class_path
+        if written_by is not None and not is_method(written_by, import_object(configured)):
+            raise CheckpointError(
+                f"--ckpt_path {given} was written by {written_by}, but the model is "
+                f"{configured}; use the config of the method that trained it (or --model "
+                f"{written_by})"
+            )
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -117,18 +150,27 @@ class AUCLI(LightningCLI):
 
     def _resolve_checkpoint_alias(self) -> None:
         config = self.config_init[self.subcommand]
+        if isinstance(self.datamodule, AUDataModule):
+            self.datamodule.allow_fold_mismatch = bool(config.get("allow_fold_mismatch"))
         which = config.get("ckpt_path")
-        if which not in ("last", "best") or (which, self.subcommand) == ("best", "fit"):
+        if which not in ("last", "best"):
             return
+        if (which, self.subcommand) == ("best", "fit"):
+            raise ConfigError(
+                "fit --ckpt_path best: fit resumes a run from its last checkpoint; use "
+                "--ckpt_path last, or the path of the checkpoint to resume"
+            )
         root = self.trainer.default_root_dir
-        found = find_checkpoint(root, which)
-        if found is not None:
-            config["ckpt_path"] = str(found)
-        elif self.subcommand != "fit":  # fit: Lightning warns and starts from scratch
+        method = type(self.model)
+        fold = self.datamodule.fold_key() if isinstance(self.datamodule, AUDataModule) else None
+        found = find_checkpoint(root, which, method, fold)
+        if found is None:
+            of = f" of a {method.__name__} run" + (f" on {fold.describe()}" if fold else "")
             raise FileNotFoundError(
-                f"--ckpt_path {which}: no {which} checkpoint of a run under {root} "
+                f"--ckpt_path {which}: no {which} checkpoint{of} under {root} "
                 "(trainer.default_root_dir); give the checkpoint's path instead"
             )
+        config["ckpt_path"] = str(found)
 
     before_fit = before_validate = before_test = before_predict = _resolve_checkpoint_alias
 

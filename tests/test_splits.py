@@ -112,6 +112,19 @@ def test_loso_and_fold_selection() -> None:
         select_fold(folds, "S9")
 
 
+def test_numeric_subject_ids_are_names_before_positions() -> None:
+    """Issue 23 item 6: LOSO fold "2" on subjects 2, 3, 10 tests subject 2, not position 2."""
+    folds = leave_one_subject_out(index_of({"2": 2, "3": 2, "10": 2}))
+    assert [f.name for f in folds] == ["10", "2", "3"]
+    assert select_fold(folds, "2").test == ("2",)
+    assert select_fold(folds, 2).test == ("2",)  # the CLI parses --data.fold 2 as an int
+    assert select_fold(folds, "#2").test == ("3",)
+    with pytest.raises(ValueError, match=r"no fold is named '1'.* write '#1'"):
+        select_fold(folds, 1)
+    with pytest.raises(ValueError, match=r"fold 5 out of range"):
+        select_fold(folds, "#5")
+
+
 def test_cross_dataset_fold() -> None:
     a = index_of({"F001": 2}, dataset="bp4d")
     b = index_of({"SN001": 2, "F001": 1}, dataset="disfa")

@@ -65,6 +65,12 @@ from au_lightning.data.sequences import (
     consecutive_segments,
     sequence_windows,
 )
+from au_lightning.data.split_record import (
+    FoldKey,
+    FoldMismatchError,
+    SplitRecord,
+    split_record_in,
+)
 from au_lightning.data.splits import (
     PUBLISHED_PARTS,
     Fold,
@@ -99,6 +105,8 @@ __all__ = [
     "EpochPlan",
     "EvaluationShard",
     "Fold",
+    "FoldKey",
+    "FoldMismatchError",
     "FrameDataset",
     "FrameImages",
     "FrameIndex",
@@ -116,6 +124,7 @@ __all__ = [
     "SequenceInput",
     "Split",
     "SplitError",
+    "SplitRecord",
     "StratifiedBatches",
     "Task",
     "ValidationStrategy",
@@ -155,6 +164,7 @@ __all__ = [
     "select_fold",
     "sequence_windows",
     "sources_unchanged",
+    "split_record_in",
     "subject_folds",
     "task_frames",
     "train_transform",

@@ -18,6 +18,7 @@ from au_lightning.data.image_cache import DecodedImages, find_image_cache
 from au_lightning.data.index import FrameIndex, resolve_aus
 from au_lightning.data.loaders import make_loader
 from au_lightning.data.sampling import LabelBatchSampler, check_sampler, make_batch_sampler
+from au_lightning.data.split_record import SPLIT_KEY, FoldKey, SplitRecord, data_source
 from au_lightning.data.splits import (
     Fold,
     ValidationStrategy,
@@ -62,7 +63,8 @@ class AUDataModule(L.LightningDataModule):
             ``bp4d_3fold`` / ``disfa_3fold`` (published lists), ``cross`` (test on
             ``test_dataset``).
         num_folds: k for ``kfold``.
-        fold: the test fold, by 0-based position or by name (``"part1"``, a LOSO subject).
+        fold: the test fold, by name (``"part1"``, a LOSO subject) or by 0-based position
+            (written ``"#2"`` where fold names are numbers: :func:`~au_lightning.data.select_fold`).
         parts: ``{part name: [subjects]}`` for ``protocol="parts"``.
         test_dataset, test_root, test_reader_options, test_synth: the test set of
             ``protocol="cross"`` (``test_synth`` as ``synth``).
@@ -86,7 +88,15 @@ class AUDataModule(L.LightningDataModule):
         predict_root: a folder of face images (e.g. from ``au-lightning align``) that
             ``predict`` reads instead of the test split, every AU unknown
             (:func:`au_lightning.data.read_images`); the training data is then not read.
+
+    Checkpoints carry the split (:meth:`state_dict`, a
+    :class:`~au_lightning.data.SplitRecord`); loading one to test, validate, predict or resume
+    on test subjects it trained or validated on is an error (:meth:`load_state_dict`) unless
+    ``allow_fold_mismatch`` is set (the CLI's ``--allow_fold_mismatch``).
     """
+
+    #: evaluate a checkpoint on subjects it saw in training, with a warning, not an error
+    allow_fold_mismatch: bool = False
 
     def __init__(
         self,
@@ -246,6 +256,59 @@ class AUDataModule(L.LightningDataModule):
             len(self.val_rows),
             len(self.test_rows),
         )
+
+    def fold_key(self) -> FoldKey:
+        """The data and fold this module serves, resolved without setting it up."""
+        hp = self.hparams
+        if self.fold is not None:
+            name = self.fold.name
+        elif hp.protocol == "cross":
+            name = "cross"
+        else:
+            name = select_fold(self.folds(), hp.fold).name
+        return FoldKey(data_source(hp.dataset, hp.root, hp.synth), hp.protocol, name)
+
+    def split_record(self) -> SplitRecord | None:
+        """The subjects of each side of the split, once set up (None before, or when only
+        ``predict_root``'s images were read)."""
+        if self.index is None or self.test_index is None:
+            return None
+        hp = self.hparams
+        cross = hp.protocol == "cross"
+        test_source = (
+            data_source(hp.test_dataset, hp.test_root, hp.test_synth)
+            if cross
+            else data_source(hp.dataset, hp.root, hp.synth)
+        )
+
+        def subjects(index: FrameIndex, rows: np.ndarray) -> tuple[str, ...]:
+            return tuple(str(s) for s in np.unique(index.subject[rows]))
+
+        return SplitRecord(
+            key=self.fold_key(),
+            test_source=test_source,
+            train=subjects(self.index, self.train_rows),
+            val=subjects(self.index, self.val_rows),
+            test=subjects(self.test_index, self.test_rows),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """What Lightning saves of this module in a checkpoint: its :meth:`split_record`."""
+        record = self.split_record()
+        return {} if record is None else {SPLIT_KEY: record.as_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Check a loaded checkpoint's split against this one's
+        (:meth:`SplitRecord.check_against`)."""
+        saved, current = state_dict.get(SPLIT_KEY), self.split_record()
+        if saved is None or current is None:
+            return
+        checkpoint = getattr(self.trainer, "ckpt_path", None) or "the checkpoint"
+        warning = SplitRecord.from_dict(saved).check_against(
+            current, str(checkpoint), self.allow_fold_mismatch
+        )
+        if warning:
+            logger.warning(warning)
 
     @property
     def aus(self) -> tuple[int, ...]:

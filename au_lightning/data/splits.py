@@ -146,17 +146,34 @@ def cross_dataset_fold(train: FrameIndex, test: FrameIndex) -> Fold:
 
 
 def select_fold(folds: Sequence[Fold], fold: int | str) -> Fold:
-    """A fold by 0-based position or by name (e.g. ``"part1"``); out of range is an error."""
+    """A fold by name (e.g. ``"part1"``, a LOSO subject ``"2"``) or by 0-based position.
+
+    A name wins: ``2`` is the fold named ``"2"`` whenever there is one, since a LOSO fold is
+    named after its subject and a subject id may be a number. Otherwise an integer is a
+    position, except among numeric fold names, where a position must be written ``"#2"``
+    (a bare ``1`` there may mean a subject that is not in the data). Out of range, or no such
+    name, is an error.
+    """
     names = [f.name for f in folds]
-    if isinstance(fold, str) and not fold.lstrip("-").isdigit():
-        if fold not in names:
-            raise ConfigError(f"fold {fold!r} not found; folds are named {', '.join(names)}")
-        return folds[names.index(fold)]
-    i = int(fold)
+    listed = f"{', '.join(names[:6])}{'...' if len(names) > 6 else ''}"
+    given = str(fold).strip()
+    if given in names:
+        return folds[names.index(given)]
+    explicit = given.startswith("#")
+    number = given.removeprefix("#")
+    if not number.lstrip("-").isdigit():
+        raise ConfigError(f"fold {fold!r} not found; folds are named {listed}")
+    if not explicit and any(name.isdigit() for name in names):
+        raise ConfigError(
+            f"fold {fold!r}: no fold is named {given!r}, and these fold names are numbers "
+            f"({listed}), so a position must be explicit: write '#{given}' for the fold at "
+            "0-based position " + given
+        )
+    i = int(number)
     if not 0 <= i < len(folds):
         raise ConfigError(
             f"fold {i} out of range: this protocol has {len(folds)} folds "
-            f"(0..{len(folds) - 1}: {', '.join(names[:6])}{'...' if len(names) > 6 else ''})"
+            f"(0..{len(folds) - 1}: {listed})"
         )
     return folds[i]
 
