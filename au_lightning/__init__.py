@@ -17,6 +17,7 @@ from au_lightning.data import (
     read_dataset,
 )
 from au_lightning.distributed import gather_objects
+from au_lightning.early_stopping import EarlyStopping
 from au_lightning.errors import ConfigError
 from au_lightning.fewshot_results import AdaptationRecord
 from au_lightning.losses import (
@@ -69,6 +70,7 @@ __all__ = [
     "AdaptationRecord",
     "ConfigError",
     "DatasetFormatError",
+    "EarlyStopping",
     "EpisodeAccuracy",
     "Fold",
     "FrameDataset",

@@ -34,6 +34,7 @@ from au_lightning.checkpoints import (
     method_of,
     read_checkpoint,
 )
+from au_lightning.cli_parser import AUArgumentParser
 from au_lightning.data import (
     AUDataModule,
     DatasetFormatError,
@@ -70,6 +71,7 @@ USER_ERRORS = (
     ImageReadError,
     SplitError,
     FileNotFoundError,
+    FileExistsError,
     UnknownPluginError,
     PluginLoadError,
 )
@@ -94,6 +96,7 @@ class AUCLI(LightningCLI):
             subclass_mode_data=True,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
+            parser_class=AUArgumentParser,
             args=list(args) if args is not None else None,
             run=run,
         )
@@ -500,7 +503,18 @@ def main(args: Sequence[str] | None = None) -> None:
     except USER_ERRORS as err:
         if os.environ.get("AU_LIGHTNING_DEBUG"):
             raise
-        sys.exit(f"au-lightning: error: {err}")
+        sys.exit(f"au-lightning: error: {_one_line(err)}")
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of a user error; one raised in a DataLoader worker arrives wrapped in the
+    worker's traceback ("Caught ImageReadError in DataLoader worker process 0. Original
+    Traceback ..."), whose last line holds the message."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 if __name__ == "__main__":

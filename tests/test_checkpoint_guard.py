@@ -17,6 +17,8 @@ from tests.test_cli import CHECKPOINTS, DATA, TRAINER, plugin  # noqa: F401
 FIT = ["fit", "--model", "lin", *DATA, *TRAINER, "--config=ckpt.yaml"]
 TEST = ["test", "--model", "lin", *DATA, "--trainer.default_root_dir=runs"]
 
+pytestmark = pytest.mark.usefixtures("plugin")
+
 
 def _fit(*options: str) -> Path:
     """Fit into ``runs``; the new run's checkpoint folder."""
@@ -35,7 +37,7 @@ def _error(argv: list[str]) -> str:
     return message
 
 
-def test_a_checkpoint_records_its_split(plugin: Path) -> None:
+def test_a_checkpoint_records_its_split() -> None:
     folder = _fit("--data.fold=part2")
     record = split_record_in(torch.load(folder / "last.ckpt", weights_only=True))
     assert record is not None and record.key.fold == "part2"
@@ -44,9 +46,7 @@ def test_a_checkpoint_records_its_split(plugin: Path) -> None:
     assert not set(record.test) & (set(record.train) | set(record.val))
 
 
-def test_testing_another_folds_checkpoint_is_refused(
-    plugin: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_testing_another_folds_checkpoint_is_refused(caplog: pytest.LogCaptureFixture) -> None:
     folder = _fit("--data.fold=part2")
     record = split_record_in(torch.load(folder / "best.ckpt", weights_only=True))
     # part1's test subjects are among part2's training (or validation) subjects
@@ -65,14 +65,14 @@ def test_testing_another_folds_checkpoint_is_refused(
     assert "--allow_fold_mismatch" in caplog.text and "not held-out" in caplog.text
 
 
-def test_resuming_on_another_fold_is_refused(plugin: Path) -> None:
+def test_resuming_on_another_fold_is_refused() -> None:
     folder = _fit("--data.fold=part2")
     message = _error([*FIT, "--trainer.default_root_dir=runs", "--data.fold=part1",
                       "--trainer.max_epochs=2", f"--ckpt_path={folder / 'last.ckpt'}"])  # fmt: skip
     assert "trained on fold part2" in message
 
 
-def test_best_after_cv_is_the_folds_own(plugin: Path) -> None:
+def test_best_after_cv_is_the_folds_own() -> None:
     Path("ckpt.yaml").write_text(CHECKPOINTS)
     main(["cv", *FIT[1:], "--trainer.default_root_dir=runs"])
     for fold in ("part1", "part3"):  # part3 ran last
@@ -80,7 +80,7 @@ def test_best_after_cv_is_the_folds_own(plugin: Path) -> None:
         assert Path(cli.config_init["test"]["ckpt_path"]).is_relative_to(Path("runs/cv") / fold)
 
 
-def test_another_methods_checkpoint_is_refused_in_one_line(plugin: Path) -> None:
+def test_another_methods_checkpoint_is_refused_in_one_line() -> None:
     folder = _fit()
     message = _error(["test", "--model", "adapt", *DATA, f"--ckpt_path={folder / 'best.ckpt'}"])
     assert "was written by cli_methods.LinearAU, but the model is cli_methods.AdaptingAU" in (
@@ -92,7 +92,7 @@ def test_another_methods_checkpoint_is_refused_in_one_line(plugin: Path) -> None
 
 
 @pytest.mark.parametrize("broken", ["empty", "garbage", "truncated", "keyless"])
-def test_a_broken_checkpoint_file_is_one_line_naming_it(plugin: Path, broken: str) -> None:
+def test_a_broken_checkpoint_file_is_one_line_naming_it(broken: str) -> None:
     folder = _fit()
     good = (folder / "best.ckpt").read_bytes()
     path = Path(f"{broken}.ckpt")
@@ -112,7 +112,7 @@ def test_a_broken_checkpoint_file_is_one_line_naming_it(plugin: Path, broken: st
     assert expected[broken] in message
 
 
-def test_a_truncated_last_names_the_previous_good_one(plugin: Path) -> None:
+def test_a_truncated_last_names_the_previous_good_one() -> None:
     first = _fit()
     second = _fit("--trainer.max_epochs=2")
     last = second / "last.ckpt"
@@ -122,7 +122,7 @@ def test_a_truncated_last_names_the_previous_good_one(plugin: Path) -> None:
     assert f"the previous one is {first / 'last.ckpt'}" in message
 
 
-def test_fit_with_best_or_without_a_last_checkpoint_is_an_error(plugin: Path) -> None:
+def test_fit_with_best_or_without_a_last_checkpoint_is_an_error() -> None:
     Path("ckpt.yaml").write_text(CHECKPOINTS)
     message = _error([*FIT, "--trainer.default_root_dir=runs", "--ckpt_path=best"])
     assert "fit --ckpt_path best" in message and "--ckpt_path last" in message
@@ -130,7 +130,7 @@ def test_fit_with_best_or_without_a_last_checkpoint_is_an_error(plugin: Path) ->
     assert "--ckpt_path last: no last checkpoint" in message and "nothing" in message
 
 
-def test_checkpoints_without_a_record_never_match_a_fold(plugin: Path) -> None:
+def test_checkpoints_without_a_record_never_match_a_fold() -> None:
     folder = _fit()
     checkpoint = torch.load(folder / "last.ckpt", weights_only=True)
     for key in [k for k in checkpoint if k.endswith("DataModule")]:

@@ -114,7 +114,37 @@ def test_option_typo_in_a_config_file(env: Path, capsys: pytest.CaptureFixture[s
 
 def test_misspelt_group_is_unrecognized(capsys: pytest.CaptureFixture[str]) -> None:
     message = _exit_message(["fit", "--modle", "baseline", *DATA], capsys)
-    assert message.strip() == "error: unrecognized arguments: --modle baseline"
+    assert message.splitlines()[:2] == [
+        "error: unrecognized arguments: --modle baseline",
+        "did you mean: --model",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("typo", "first", "closest"),
+    [
+        (
+            "--data.batchsize=4",
+            "error: au_lightning.AUDataModule takes no option 'batchsize' (--data.batchsize)",
+            "did you mean: --data.batch_size",
+        ),
+        # an abbreviation is an error, not the option it abbreviates (allow_abbrev=False)
+        (
+            "--trainer.max_epoch=1",
+            "error: unrecognized arguments: --trainer.max_epoch=1",
+            "did you mean: --trainer.max_epochs, --trainer.min_epochs, --trainer.max_steps",
+        ),
+    ],
+)
+def test_a_typo_prints_the_error_and_the_closest_names_first(
+    typo: str, first: str, closest: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fit", *MODEL, typo, *DATA, *TRAINER])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[:2] == [first, closest]
+    assert "usage:" not in err and err.splitlines()[-1].endswith("--help` lists every option")
 
 
 def _error(args: list[str]) -> str:
@@ -227,3 +257,42 @@ INIT_ERRORS = [
 @pytest.mark.parametrize(("args", "expected"), INIT_ERRORS, ids=["aus", "anet", "sampler"])
 def test_init_errors_are_the_plugin_message_alone(args: list[str], expected: str) -> None:
     assert _error(["fit", *MODEL, *args, *DATA, *TRAINER]).startswith(expected)
+
+
+# -- issue 23 item 9: mistakes that used to end in a traceback --------------------------------
+
+ONE_LINE = [
+    (["--data.batch_size=0"], "batch_size must be a positive integer, got 0"),
+    (
+        ["--data.crop_size=40"],
+        "data.crop_size=40 must be in 1..data.image_size (32): the crop is cut from the image",
+    ),
+    (
+        ["--data.reader_options={nonsense: 1}"],
+        "bp4d reader: got an unexpected keyword argument 'nonsense'; its options are: aus, ",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), ONE_LINE, ids=["batch", "crop", "reader"])
+def test_data_mistakes_are_one_line(args: list[str], expected: str) -> None:
+    assert _error(["fit", *MODEL, *DATA, *args, *TRAINER]).startswith(expected)
+
+
+def test_disfa_without_its_intensity_threshold_is_one_line() -> None:
+    disfa = ["--data.dataset=disfa", "--data.synth={subjects: 3, videos: 1, frames: 8, size: 32}"]
+    message = _error(["fit", *MODEL, *disfa, "--data.image_size=32", "--data.crop_size=28",
+                      *TRAINER])  # fmt: skip
+    assert message.startswith("disfa reader: missing a required argument: 'intensity_threshold'")
+
+
+def test_an_error_in_a_dataloader_worker_is_its_own_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 20000x20000 image (PIL's decompression bomb) mid-epoch, read in a worker process:
+    the pixel limit is lowered so that SynthAU's 32-px frames trip it."""
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    message = _error(["fit", *MODEL, *DATA, "--data.num_workers=1", "--data.cache=false",
+                      *TRAINER])  # fmt: skip
+    assert ".jpg: image cannot be decoded" in message and "decompression bomb" in message
+    assert "DataLoader worker" not in message

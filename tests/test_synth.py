@@ -139,7 +139,7 @@ def test_subjects_have_biases_and_published_ids() -> None:
     assert [p.name for p in people][:3] == ["F001", "M011", "F007"]
     assert sum(bool(p.bias) for p in people) >= 6
     assert len({p.look for p in people}) == 12
-    with pytest.raises(ValueError, match="has 41 subject ids; asked for 50"):
+    with pytest.raises(ValueError, match="subjects=50: the bp4d layout has 1 to 41 subject ids"):
         make_subjects("bp4d", 50, seed=0)
 
 
@@ -178,5 +178,40 @@ def test_cli_synth_writes_a_readable_set(tmp_path: Path, capsys) -> None:
     assert len(index) == 36 and len(subject_folds(index, 3)) == 3
     with pytest.raises(SystemExit):
         main(["synth", "--layout", "bp5d", "--out", str(tmp_path / "x")])
-    with pytest.raises(FileExistsError, match="is not empty"):
+    with pytest.raises(SystemExit, match=r"au-lightning: error: .*cli is not empty"):
         main(["synth", "--out", str(out), "--progress", "false"])
+    with pytest.raises(SystemExit, match=r"error: subjects=0: the bp4d layout has 1 to 41"):
+        main(["synth", "--out", str(tmp_path / "none"), "--subjects", "0"])
+    assert not (tmp_path / "none").exists()
+
+
+def _synth_into(out: str, seed: int, queue: multiprocessing.Queue) -> None:
+    try:
+        generate("bp4d", out, subjects=2, videos=1, frames=10, size=24, seed=seed, workers=1,
+                 progress=False)  # fmt: skip
+        queue.put((seed, "written"))
+    except FileExistsError as err:
+        queue.put((seed, str(err)))
+
+
+def test_two_synth_runs_into_one_folder_never_mix(tmp_path: Path) -> None:
+    """Issue 23 item 8: of two runs into one --out, one writes it whole, the other fails."""
+    out = tmp_path / "out"
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_synth_into, args=(str(out), s, queue)) for s in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    outcomes = dict(queue.get(timeout=5) for _ in procs)
+    [winner] = [seed for seed, outcome in outcomes.items() if outcome == "written"]
+    [loser] = [outcome for outcome in outcomes.values() if outcome != "written"]
+    assert str(out) in loser and ("not empty" in loser or "another run" in loser)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
+    reference = tmp_path.parent / f"{tmp_path.name}-reference"
+    generate("bp4d", reference, subjects=2, videos=1, frames=10, size=24, seed=winner,
+             workers=1, progress=False)  # fmt: skip
+    files = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert all((out / f).read_bytes() == (reference / f).read_bytes() for f in files)

@@ -32,7 +32,7 @@ def load_frame(index: FrameIndex, row: int) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             return pil_to_tensor(image.convert("RGB"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
         problem = "not found" if not path.is_file() else f"cannot be decoded ({err})"
         raise ImageReadError(f"{path}: image {problem}") from err
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
+from au_lightning.errors import ConfigError
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -22,7 +24,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def _check_sizes(image_size: int, crop_size: int) -> None:
     if not 0 < crop_size <= image_size:
-        raise ValueError(f"crop_size={crop_size} must be in 1..image_size ({image_size})")
+        raise ConfigError(
+            f"data.crop_size={crop_size} must be in 1..data.image_size ({image_size}): the crop "
+            "is cut from the image resized to image_size"
+        )
 
 
 def train_transform(

@@ -20,6 +20,7 @@ from au_lightning.data.formats.images import IMAGE_EXTENSIONS, read_images
 from au_lightning.data.formats.rafdb import RAFDB_EXPRESSIONS, read_rafdb
 from au_lightning.data.formats.table import read_table
 from au_lightning.data.index import FrameIndex
+from au_lightning.errors import ConfigError
 from au_lightning.registry import DATASETS_GROUP, load
 
 __all__ = [
@@ -39,6 +40,11 @@ __all__ = [
 ]
 
 
+class ReaderOptionError(ConfigError, TypeError):
+    """Reader options (``data.reader_options``) that the reader does not take, or lacking
+    one it needs."""
+
+
 def reader_options(name: str) -> list[str]:
     """The keyword options of the reader registered as ``name`` (its parameters after root)."""
     return list(inspect.signature(load(DATASETS_GROUP, name)).parameters)[1:]
@@ -53,5 +59,5 @@ def read_dataset(name: str, root: str | Path, **options: Any) -> FrameIndex:
         inspect.signature(reader).bind(root, **options)
     except TypeError as err:
         accepted = ", ".join(reader_options(name))
-        raise TypeError(f"{name} reader: {err}; its options are: {accepted}") from None
+        raise ReaderOptionError(f"{name} reader: {err}; its options are: {accepted}") from None
     return reader(root, **options)

@@ -26,9 +26,15 @@ from au_lightning.data.cache import cache_dir
 from au_lightning.data.synth.dynamics import au_timeline, nuisance_array, nuisance_track
 from au_lightning.data.synth.expressions import sample_expression_image
 from au_lightning.data.synth.face import SYNTH_AUS, render_face, sample_look
-from au_lightning.data.synth.subjects import SynthSubject, layout_key, make_subjects
+from au_lightning.data.synth.subjects import (
+    SynthSubject,
+    layout_key,
+    make_subjects,
+    subject_names,
+)
 from au_lightning.data.synth.writers import LabelWriter, SynthVideo, writer_for
 from au_lightning.data.video import MJPGWriter, opencv_available
+from au_lightning.errors import ConfigError
 
 __all__ = ["LAYOUTS", "Layout", "SynthResult", "ensure_synthau", "generate"]
 
@@ -237,14 +243,40 @@ def generate(
         progress: show a progress bar.
     """
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown SynthAU layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        raise ConfigError(f"unknown SynthAU layout {layout!r}; known: {', '.join(LAYOUTS)}")
     for name, value in (("videos", videos), ("frames", frames), ("size", size)):
         if value < 1:
-            raise ValueError(f"{name}={value}; expected a positive number")
+            raise ConfigError(f"{name}={value}; expected a positive number")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; SynthAU writes into a new or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
+    if layout != "rafdb":
+        subject_names(layout, subjects)  # a subject count the layout cannot name fails first
+    # written beside ``out`` and renamed into place: a run that fails leaves nothing, and of
+    # two runs into one folder the second fails instead of mixing its files into the first's
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        result = _write(layout, work, subjects, videos, frames, size, seed, images,
+                        ambiguous_fraction, workers, progress)  # fmt: skip
+        try:
+            os.rename(work, out)
+        except OSError:
+            raise FileExistsError(
+                f"{out} was written by another run while this one generated; SynthAU writes "
+                "into a new or empty folder"
+            ) from None
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return dataclasses.replace(result, root=out)
+
+
+def _write(
+    layout: str, out: Path, subjects: int, videos: int, frames: int, size: int, seed: int,
+    images: int, ambiguous_fraction: float, workers: int | None, progress: bool,
+) -> SynthResult:  # fmt: skip
+    """:func:`generate`'s files, written into the existing folder ``out``."""
     writer: LabelWriter = writer_for(layout, out)
     result = SynthResult(out, [], [])
     if layout == "rafdb":

@@ -13,6 +13,7 @@ import numpy as np
 
 from au_lightning.data.splits import PUBLISHED_PARTS
 from au_lightning.data.synth.face import SubjectLook, sample_look
+from au_lightning.errors import ConfigError
 
 __all__ = ["BIAS_AUS", "SynthSubject", "layout_key", "make_subjects", "subject_names"]
 
@@ -47,12 +48,12 @@ def subject_names(layout: str, n: int) -> list[str]:
     }
     if layout in pools:
         if not 1 <= n <= len(pools[layout]):
-            raise ValueError(
-                f"the {layout} layout has {len(pools[layout])} subject ids; asked for {n}"
+            raise ConfigError(
+                f"subjects={n}: the {layout} layout has 1 to {len(pools[layout])} subject ids"
             )
         return pools[layout][:n]
     if n < 1:
-        raise ValueError(f"subjects={n}; expected at least 1")
+        raise ConfigError(f"subjects={n}; expected at least 1")
     return [f"S{i + 1:03d}" for i in range(n)]
 
 
