@@ -29,23 +29,27 @@ def _last(root: Path) -> dict:
     return torch.load(newest, map_location="cpu", weights_only=True)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 def test_killed_fit_resumed_from_last_equals_an_uninterrupted_fit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With DataLoader workers too (issue 23, item 3): their (persistent) random streams
+    would differ after a restart; the crops and flips are seeded per item instead."""
     monkeypatch.setenv("AU_LIGHTNING_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    main(["fit", *RUN, "--trainer.default_root_dir=whole"])
+    run = [*RUN, f"--data.num_workers={workers}"]
+    main(["fit", *run, "--trainer.default_root_dir=whole"])
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path])}
     killed = subprocess.run(
-        [sys.executable, "-m", "au_lightning.cli", "fit", *RUN,
+        [sys.executable, "-m", "au_lightning.cli", "fit", *run,
          "--trainer.default_root_dir=resumed", "--trainer.callbacks+=tests.kill.KillAtEpochStart"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert _last(Path("resumed"))["epoch"] == 0, "the killed run should have left epoch 0"
 
-    main(["fit", *RUN, "--trainer.default_root_dir=resumed", "--ckpt_path=last"])
+    main(["fit", *run, "--trainer.default_root_dir=resumed", "--ckpt_path=last"])
     whole, resumed = _last(Path("whole")), _last(Path("resumed"))
     assert (resumed["epoch"], resumed["global_step"]) == (whole["epoch"], whole["global_step"])
     assert whole["state_dict"].keys() == resumed["state_dict"].keys()

@@ -73,8 +73,9 @@ class MatchedBatchSampler(LabelBatchSampler):
         sampler: Sampler | None = None,
         seed: int = 0,
         leader: LabelBatchSampler | None = None,
+        seeded_draws: bool = False,
     ) -> None:
-        super().__init__(plan, sampler, seed)
+        super().__init__(plan, sampler, seed, seeded_draws)
         self.leader = leader
 
     def plan(self, epoch: int) -> list[np.ndarray]:
@@ -263,6 +264,8 @@ class AuxiliaryDataModule(AUDataModule):
         steps = len(leader.plan(0))
         plan = DrawnBatches(np.zeros((len(rows), 0), np.int8), batch_size, steps)
         # a seed apart from the AU sampler's, so the streams are not aligned
-        sampler = MatchedBatchSampler(plan, seed=self.hparams.seed + 1 + train, leader=leader)
+        sampler = MatchedBatchSampler(
+            plan, seed=self.hparams.seed + 1 + train, leader=leader, seeded_draws=True
+        )
         transform = self.train_transform if train else self.eval_transform
         return self._loader(self.frames(index, rows, transform), sampler)

@@ -346,6 +346,11 @@ class AUDataModule(L.LightningDataModule):
         """Batches from ``batch_sampler``, or ``batch_size`` frames in order; an
         ``evaluation`` loader takes only its rank's share under DDP
         (:func:`~au_lightning.data.loaders.make_loader`)."""
+        if batch_sampler is not None and self.trainer is not None:
+            # Lightning starts a loader's iterator before it sets the epoch, and workers
+            # take their first batches at once: a resumed fit would replay epoch 0's plan.
+            # The epoch Lightning sets later (current_epoch lags it here after a restore):
+            batch_sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
         return make_loader(
             dataset,
             self.trainer,
@@ -361,8 +366,9 @@ class AUDataModule(L.LightningDataModule):
         hp = self.hparams
         labels = self.index.occurrence[self.train_rows]
         batch_sampler = make_batch_sampler(
-            hp.sampler, labels, hp.batch_size, hp.seed, hp.sampler_options, self.aus
-        )
+            hp.sampler, labels, hp.batch_size, hp.seed, hp.sampler_options, self.aus,
+            seeded_draws=True,
+        )  # fmt: skip
         dataset = self.frames(self.index, self.train_rows, self.train_transform)
         return self._loader(dataset, batch_sampler)
 

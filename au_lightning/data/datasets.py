@@ -63,12 +63,22 @@ class FrameDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Item ``key``: a position, or ``(position, draw)``, whose random transform then
+        runs on a CPU generator seeded with ``draw``, the process's own left as it was
+        (:class:`~au_lightning.data.LabelBatchSampler`'s ``seeded_draws``)."""
+        i, draw = key if isinstance(key, tuple) else (key, None)
         row = int(self.rows[i])
         ix = self.index
         image = self.images[row] if self.images is not None else load_frame(ix, row)
+        if self.transform is not None and draw is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(draw)
+                image = self.transform(image)
+        elif self.transform is not None:
+            image = self.transform(image)
         item: dict[str, Any] = {
-            "image": self.transform(image) if self.transform else image,
+            "image": image,
             "occurrence": torch.from_numpy(ix.occurrence[row]),
             "subject": str(ix.subject_names[ix.subject_code[row]]),
             "index": row,

@@ -58,10 +58,16 @@ def make_loader(
         "persistent_workers": num_workers > 0,
         "pin_memory": trainer is not None and trainer.strategy.root_device.type == "cuda",
     }
+    if not shuffle:
+        # the loader then uses its generator only for its workers' base seed, which it would
+        # otherwise draw from the process's RNG whenever it starts its workers: a resumed
+        # fit, which starts them one epoch later, would then see other dropout masks
+        generator = generator or torch.Generator().manual_seed(0)
     if batch_sampler is not None:
-        return DataLoader(dataset, batch_sampler=batch_sampler, **options)
+        return DataLoader(dataset, batch_sampler=batch_sampler, generator=generator, **options)
     if evaluation and trainer is not None and trainer.world_size > 1:
         options["sampler"] = EvaluationShard(dataset, trainer.world_size, trainer.global_rank)
+        options["generator"] = generator
     else:
         options.update(shuffle=shuffle, generator=generator)
     return DataLoader(dataset, batch_size=batch_size, **options)

@@ -49,6 +49,7 @@ __all__ = [
     "StratifiedBatches",
     "WeightedBatches",
     "check_sampler",
+    "draw_seeds",
     "imbalance_ratios",
     "make_batch_sampler",
     "presence_per_batch",
@@ -137,14 +138,27 @@ class LabelBatchSampler(BatchSampler):
         plan: the sampling algorithm, e.g. ``MOMUBatches(labels, 32)``.
         sampler: the source of rank, world size and epoch; None for one process.
         seed: with the epoch, determines the batches.
+        seeded_draws: yield ``(position, draw)`` pairs instead of positions, ``draw`` the
+            seed of that item's random augmentation (:func:`draw_seeds`), so that crops and
+            flips are a function of (seed, epoch, batch, slot) alone, not of which DataLoader
+            worker made the item or how long it has run: a resumed fit then repeats the
+            uninterrupted one with any number of workers
+            (:class:`~au_lightning.data.FrameDataset` takes such pairs).
     """
 
-    def __init__(self, plan: EpochPlan, sampler: Sampler | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        plan: EpochPlan,
+        sampler: Sampler | None = None,
+        seed: int = 0,
+        seeded_draws: bool = False,
+    ) -> None:
         self.epoch_plan = plan
         self.sampler = sampler if sampler is not None else _OneProcess(len(plan.positives))
         self.batch_size = plan.batch_size
         self.drop_last = plan.drop_last
         self.seed = seed
+        self.seeded_draws = seeded_draws
         self._cache: tuple[int, list[np.ndarray]] | None = None
 
     def plan(self, epoch: int) -> list[np.ndarray]:
@@ -160,17 +174,29 @@ class LabelBatchSampler(BatchSampler):
     def epoch(self) -> int:
         return int(getattr(self.sampler, "epoch", 0))
 
-    def _shard(self) -> list[np.ndarray]:
+    def _shard(self) -> list[tuple[int, np.ndarray]]:
+        """This rank's batches, each with its number in the epoch's plan."""
         rank, world = int(self.sampler.rank), int(self.sampler.num_replicas)
-        batches = self.plan(self.epoch)
+        batches = list(enumerate(self.plan(self.epoch)))
         return batches[rank::world][: len(batches) // world]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self._shard():
-            yield batch.tolist()
+    def __iter__(self) -> Iterator[list[Any]]:
+        for number, batch in self._shard():
+            if self.seeded_draws:
+                draws = draw_seeds(self.seed, self.epoch, number, len(batch))
+                yield list(zip(batch.tolist(), draws, strict=True))
+            else:
+                yield batch.tolist()
 
     def __len__(self) -> int:
         return len(self._shard())
+
+
+def draw_seeds(seed: int, epoch: int, batch: int, size: int) -> list[int]:
+    """The augmentation seeds of the ``size`` items of batch number ``batch`` of ``epoch``:
+    a pure function of its arguments (NumPy's ``SeedSequence``), 63-bit integers."""
+    state = np.random.SeedSequence([seed, epoch, batch]).generate_state(size, np.uint64)
+    return [int(s >> np.uint64(1)) for s in state]
 
 
 class RandomBatches(EpochPlan):
@@ -499,16 +525,19 @@ def make_batch_sampler(
     seed: int = 0,
     options: dict[str, Any] | None = None,
     aus: Sequence[int] | None = None,
+    seeded_draws: bool = False,
 ) -> LabelBatchSampler:
     """The batch sampler of algorithm ``name`` (:data:`SAMPLERS`) with its own ``options``
     (checked by name); an algorithm that takes ``aus`` is given the AU numbers of the label
-    columns."""
+    columns. ``seeded_draws``: see :class:`LabelBatchSampler`."""
     check_sampler(name, options)
     plan = SAMPLERS[name]
     given = dict(options or {})
     if "aus" in inspect.signature(plan.__init__).parameters:
         given["aus"] = aus
-    return LabelBatchSampler(plan(labels, batch_size, **given), seed=seed)
+    return LabelBatchSampler(
+        plan(labels, batch_size, **given), seed=seed, seeded_draws=seeded_draws
+    )
 
 
 def presence_per_batch(labels: np.ndarray, batches: Sequence[np.ndarray]) -> np.ndarray:
