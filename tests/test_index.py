@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,31 @@ def test_an_empty_cache_variable_means_the_default_folder(monkeypatch: pytest.Mo
     assert cache_dir() == Path.home() / ".cache" / "au_lightning"
     monkeypatch.setenv("AU_LIGHTNING_CACHE", "/somewhere")
     assert cache_dir() == Path("/somewhere")
+
+
+def test_the_cache_sees_image_folders_that_come_back(tmp_path: Path) -> None:
+    """Issue 23 item 4: with on_missing_image=skip, a missing image folder skips its frames,
+    the summary says so, and restoring the folder makes the cached index stale."""
+    root, cache = tmp_path / "bp4d", tmp_path / "cache"
+    write_bp4d_occ(root, "F001", "T1", {f: {} for f in range(1, 7)})
+    write_bp4d_occ(root, "F001", "T2", {f: {} for f in range(1, 5)})
+    shutil.move(root / "F001" / "T2", tmp_path / "T2-aside")
+    partial = cached_read("bp4d", root, directory=cache, on_missing_image="skip")
+    assert len(partial) == 6
+    assert "4 frames skipped: no image under" in partial.summary()
+    assert "first: F001_T2.csv:2 (F001/T2/1.jpg)" in partial.summary()
+    again = cached_read("bp4d", root, directory=cache, on_missing_image="skip")
+    assert len(again) == 6 and again.notes == partial.notes  # the notes survive the cache
+    shutil.move(tmp_path / "T2-aside", root / "F001" / "T2")
+    restored = cached_read("bp4d", root, directory=cache, on_missing_image="skip")
+    assert len(restored) == 10 and restored.notes == ()
+
+
+def test_the_cache_sees_images_restored_into_a_folder(tmp_path: Path) -> None:
+    root, cache = tmp_path / "bp4d", tmp_path / "cache"
+    write_bp4d_occ(root, "F001", "T1", {f: {} for f in range(1, 5)})
+    image = root / "F001" / "T1" / "0003.jpg"
+    image.rename(tmp_path / "aside.jpg")
+    assert len(cached_read("bp4d", root, directory=cache, on_missing_image="skip")) == 3
+    (tmp_path / "aside.jpg").rename(image)
+    assert len(cached_read("bp4d", root, directory=cache, on_missing_image="skip")) == 4

@@ -124,6 +124,8 @@ class FrameIndex:
         root: folder the paths are relative to.
         dataset: name of the format that produced the index.
         sources: (path, size, mtime_ns) of every file and folder read, for cache validation.
+        notes: what the reader left out or found worth saying (frames skipped for want of
+            an image, label files without rows), printed by :meth:`summary`.
     """
 
     path: np.ndarray
@@ -142,6 +144,7 @@ class FrameIndex:
     root: str = ""
     dataset: str = ""
     sources: tuple[tuple[str, int, int], ...] = ()
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.path)
@@ -246,7 +249,7 @@ class FrameIndex:
             "AU    base rate  unknown",
         ]
         lines += [f"AU{au:<3} {rates[au]:9.3f}  {unknown[au]:7d}" for au in self.aus]
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.notes])
 
     # -- selection --------------------------------------------------------------------------
 
@@ -397,6 +400,7 @@ class FrameIndex:
         meta["aus"] = tuple(meta["aus"])
         meta["expression_names"] = tuple(meta["expression_names"])
         meta["sources"] = tuple(tuple(s) for s in meta["sources"])
+        meta["notes"] = tuple(meta.get("notes", ()))
         return cls(**arrays, **meta, extras=extras)
 
     def nbytes(self, *, include_paths: bool = True) -> int:

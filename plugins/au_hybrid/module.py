@@ -257,7 +257,9 @@ class Hybrid(AUMethod):
         if stage != "fit":
             return
         total = sum(self.epochs.values())
-        if self.trainer.max_epochs != total:
+        if self.trainer.fast_dev_run:
+            logger.warning("fast_dev_run: only the first batches of the CNN stage run")
+        elif self.trainer.max_epochs != total:
             raise ConfigError(
                 f"trainer.max_epochs is {self.trainer.max_epochs}, but the hybrid stages take "
                 f"cnn_epochs + lstm_epochs + fusion_epochs = {total}; set them alike"

@@ -217,14 +217,24 @@ def existing_files(root: Path, paths: np.ndarray) -> np.ndarray:
 
 
 class MissingImages:
-    """Applies ``on_missing_image``: an error naming the label file and line, or skip and count."""
+    """Applies ``on_missing_image``: an error naming the label file and line, or skip and
+    count. Skipping records each folder it found short in ``sources`` (for a folder that is
+    not there, the nearest one that is), so that a cached index goes stale when the images
+    come back, and leaves a note for the index's summary (:attr:`notes`)."""
 
-    def __init__(self, dataset: str, policy: MissingImagePolicy, image_root: Path) -> None:
+    def __init__(
+        self,
+        dataset: str,
+        policy: MissingImagePolicy,
+        image_root: Path,
+        sources: SourceLog | None = None,
+    ) -> None:
         if policy not in ("error", "skip"):
             raise ValueError(f"on_missing_image={policy!r}; expected 'error' or 'skip'")
         self.dataset = dataset
         self.policy = policy
         self.image_root = image_root
+        self.sources = sources
         self.skipped = 0
         self.examples: list[str] = []
 
@@ -234,8 +244,10 @@ class MissingImages:
         label_file: Path,
         line_of: Callable[[int], int],
         describe: Callable[[int], str],
+        folder: Path | None = None,
     ) -> np.ndarray:
-        """Rows to keep; row r sits on line ``line_of(r)`` and wants image ``describe(r)``."""
+        """Rows to keep; row r sits on line ``line_of(r)`` and wants image ``describe(r)``
+        from ``folder`` (a folder of images, or a video file)."""
         missing = np.flatnonzero(~found)
         if missing.size == 0:
             return found
@@ -250,6 +262,7 @@ class MissingImages:
         self.skipped += missing.size
         if len(self.examples) < 3:
             self.examples.append(f"{label_file.name}:{line_of(first)} ({describe(first)})")
+        self._record(folder)
         return found
 
     def keep_existing(
@@ -257,7 +270,28 @@ class MissingImages:
     ) -> np.ndarray:
         """Positions of the rows whose image ``paths[r]`` exists under ``image_root``."""
         found = existing_files(self.image_root, paths)
-        return np.flatnonzero(self.keep(found, label_file, lines.__getitem__, paths.__getitem__))
+        kept = np.flatnonzero(self.keep(found, label_file, lines.__getitem__, paths.__getitem__))
+        for folder in sorted({str(p).rpartition("/")[0] for p in paths[~found].tolist()}):
+            self._record(self.image_root / folder)
+        return kept
+
+    def _record(self, folder: Path | None) -> None:
+        if self.sources is None or folder is None:
+            return
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        self.sources.add(folder)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What :meth:`FrameIndex.summary <au_lightning.data.FrameIndex.summary>` says of
+        the skipped frames (nothing when none was)."""
+        if not self.skipped:
+            return ()
+        return (
+            f"{self.skipped} frames skipped: no image under {self.image_root}; first: "
+            f"{self.examples[0]}",
+        )
 
     def report(self) -> None:
         if self.skipped:
@@ -373,6 +407,7 @@ def expression_index(
     dataset: str,
     sources: SourceLog,
     extras: dict[str, np.ndarray] | None = None,
+    notes: tuple[str, ...] = (),
 ) -> FrameIndex:
     """Images with expression labels and no AU labels; each image is its own subject and
     video (named by its path without the suffix)."""
@@ -390,4 +425,5 @@ def expression_index(
         root=str(root),
         dataset=dataset,
         sources=sources.entries,
+        notes=notes,
     )

@@ -69,7 +69,7 @@ def read_affectnet(
     image_root = root / "Manually_Annotated_Images"
     paths = np.array([r[path_col].strip() for r in rows], dtype=str)
     sel = np.flatnonzero(valid)
-    missing = MissingImages("affectnet", on_missing_image, image_root)
+    missing = MissingImages("affectnet", on_missing_image, image_root, sources)
     keep = sel[missing.keep_existing(paths[sel], file, [lines[i] for i in sel])]
     missing.report()
     return expression_index(
@@ -79,4 +79,5 @@ def read_affectnet(
         root=image_root,
         dataset="affectnet",
         sources=sources,
+        notes=missing.notes,
     )

@@ -88,7 +88,7 @@ def read_au_occ_tree(
     files = sorted(p for p in occ_dir.iterdir() if p.suffix.lower() == ".csv")
     if not files:
         raise DatasetFormatError(occ_dir, "no label CSV files", "<subject>_<task>.csv files")
-    missing = MissingImages(dataset, on_missing_image, image_root)
+    missing = MissingImages(dataset, on_missing_image, image_root, sources)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("frame", "occ", "int", "row")}
     paths: list[str] = []
     subjects: list[str] = []
@@ -117,6 +117,7 @@ def read_au_occ_tree(
             file,
             lambda r: r + 2,
             lambda r: f"{subject}/{task}/{frames[r]}.jpg",  # noqa: B023 (called at once)
+            image_root / subject / task,
         )
         frames, occ = frames[keep], occ[keep]
         parts["frame"].append(frames)
@@ -148,6 +149,7 @@ def read_au_occ_tree(
         root=str(image_root),
         dataset=dataset,
         sources=sources.entries,
+        notes=missing.notes,
     )
 
 

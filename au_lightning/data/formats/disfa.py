@@ -82,7 +82,9 @@ def read_disfa(
         raise DatasetFormatError(odd[0], "unexpected folder name", "SN<3 digits> subject folders")
     if not subject_dirs:
         raise DatasetFormatError(label_dir, "no subject folders", "SN<3 digits> subject folders")
-    missing = MissingImages("disfa", on_missing_image, image_root if frames == "folder" else root)
+    missing = MissingImages(
+        "disfa", on_missing_image, image_root if frames == "folder" else root, sources
+    )
     out: dict[str, list] = {k: [] for k in ("frame", "int", "path", "subject", "pos")}
     for sdir in subject_dirs:
         subject = sdir.name
@@ -98,6 +100,7 @@ def read_disfa(
                 first_file,
                 lambda r: r + 1,
                 lambda r: f"{subject}/{numbers[r]}.png",  # noqa: B023 (called at once)
+                image_root / subject,
             )
             paths = [f"{subject}/{images[n]}" for n in numbers[keep].tolist()]
         else:
@@ -109,6 +112,7 @@ def read_disfa(
                 first_file,
                 lambda r: r + 1,
                 lambda r: f"{video} frame {label_frames[r]}",  # noqa: B023 (called at once)
+                root / video,
             )
             paths = [video] * int(keep.sum())
             out["pos"].append(label_frames[keep] - 1)
@@ -130,6 +134,7 @@ def read_disfa(
         root=str(image_root if frames == "folder" else root),
         dataset="disfa",
         sources=sources.entries,
+        notes=missing.notes,
     )
     return index.with_occurrence_from_intensity(intensity_threshold)
 

@@ -66,7 +66,7 @@ def read_emotionet(
     occ[occ == UNKNOWN] = -1
     names = np.array([r[url_col].strip().rstrip("/").rsplit("/", 1)[-1] for r in rows], dtype=str)
     _check_unique(file, names, lines)
-    missing = MissingImages("emotionet", on_missing_image, image_root)
+    missing = MissingImages("emotionet", on_missing_image, image_root, sources)
     keep = missing.keep_existing(names, file, lines)
     missing.report()
     return FrameIndex.from_columns(
@@ -79,6 +79,7 @@ def read_emotionet(
         root=str(image_root),
         dataset="emotionet",
         sources=sources.entries,
+        notes=missing.notes,
     )
 
 

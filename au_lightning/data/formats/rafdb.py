@@ -84,7 +84,7 @@ def read_rafdb(
         dtype=str,
     )
     sel = np.flatnonzero(rows)
-    missing = MissingImages("rafdb", on_missing_image, root)
+    missing = MissingImages("rafdb", on_missing_image, root, sources)
     keep = sel[missing.keep_existing(paths[sel], file, [lines[i] for i in sel])]
     missing.report()
     index = expression_index(
@@ -94,6 +94,7 @@ def read_rafdb(
         root=root,
         dataset="rafdb",
         sources=sources,
+        notes=missing.notes,
         extras={"partition": split[keep]},
     )
     if consistency_file is None:

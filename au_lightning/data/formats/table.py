@@ -117,7 +117,7 @@ def read_table(
         weight = _float_column(file, header.index("weight"), rows, lines)
     frame = int_column(file, "frame", [r[cols["frame"]] for r in rows], lines)
     paths = np.array([r[cols["path"]].strip() for r in rows], dtype=str)
-    missing = MissingImages(dataset, on_missing_image, image_root)
+    missing = MissingImages(dataset, on_missing_image, image_root, sources)
     keep = missing.keep_existing(paths, file, lines)
     missing.report()
 
@@ -141,6 +141,7 @@ def read_table(
         root=str(image_root),
         dataset=dataset,
         sources=sources.entries,
+        notes=missing.notes,
     )
 
 
