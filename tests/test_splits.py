@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -154,3 +156,17 @@ def test_validation_reserve_frames_per_subject() -> None:
     assert validation_reserve(ix, rows, "none", 0.2)[1].size == 0
     with pytest.raises(ValueError, match="expected 0 < fraction < 1"):
         validation_reserve(ix, rows, "frames", 1.5)
+
+
+def test_cross_protocol_refuses_two_readers_of_one_folder(tmp_path: Path) -> None:
+    """Issue 23 item 7: bp4d -> bp4dplus on one root put every subject on both sides."""
+    a = index_of({"F001": 2, "M001": 2}, dataset="bp4d").replace(root=str(tmp_path))
+    b = index_of({"F001": 2, "M001": 2}, dataset="bp4dplus").replace(root=str(tmp_path))
+    with pytest.raises(SplitError, match=r"2 images are on both the training side \(bp4d"):
+        cross_dataset_fold(a, b)
+    # other files under the same root: the same people, so the shared ids are refused
+    c = b.replace(path=np.array([f"other/{p}" for p in b.path.tolist()]))
+    with pytest.raises(SplitError, match="F001, M001 on both"):
+        cross_dataset_fold(a, c)
+    elsewhere = b.replace(root=str(tmp_path / "elsewhere"))
+    assert cross_dataset_fold(a, elsewhere).test == ("bp4dplus:F001", "bp4dplus:M001")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -134,15 +136,37 @@ def cross_dataset_fold(train: FrameIndex, test: FrameIndex) -> Fold:
     """Train on every subject of one index, test on every subject of another.
 
     Subject ids of two different datasets name different people; within one dataset a shared
-    id is the same person, which the Fold check then rejects.
+    id is the same person, which the Fold check then rejects. Two readers over one folder
+    (``bp4d`` and ``bp4dplus`` on the same root) are one dataset, and two indexes that list
+    the same image files overlap whatever their names: both are a :class:`SplitError`.
     """
-    same = train.dataset == test.dataset and train.root == test.root
+    train_root, test_root = _resolved_root(train), _resolved_root(test)
+    located = bool(train_root and test_root)  # an index built in memory may have no root
+    shared = sorted(_image_files(train, train_root) & _image_files(test, test_root))
+    if located and shared:
+        raise SplitError(
+            f"protocol cross: {len(shared)} images are on both the training side "
+            f"({train.dataset} at {train.root}) and the test side ({test.dataset} at "
+            f"{test.root}), e.g. {shared[0]}; the two data sets overlap"
+        )
+    same = (train.dataset, train.root) == (test.dataset, test.root) or (
+        located and train_root == test_root
+    )
     prefix = ("", "") if same else (f"{train.dataset}:", f"{test.dataset}:")
     return Fold(
         name=f"{train.dataset}->{test.dataset}",
         train=tuple(prefix[0] + s for s in train.subjects),
         test=tuple(prefix[1] + s for s in test.subjects),
     )
+
+
+def _resolved_root(index: FrameIndex) -> str:
+    return str(Path(index.root).expanduser().resolve()) if index.root else ""
+
+
+def _image_files(index: FrameIndex, root: str) -> set[str]:
+    """The image (or video) files an index reads, as normalised absolute paths."""
+    return {os.path.normpath(os.path.join(root, p)) for p in np.unique(index.path).tolist()}
 
 
 def select_fold(folds: Sequence[Fold], fold: int | str) -> Fold:
