@@ -46,6 +46,7 @@ from au_lightning.data import (
     resolve_aus,
 )
 from au_lightning.data.synth import LAYOUTS, generate
+from au_lightning.data.verify import check_images
 from au_lightning.distributed import spool_spawn_results
 from au_lightning.errors import ConfigError
 from au_lightning.metrics import mean_over_folds
@@ -262,8 +263,9 @@ def plugins(args: Sequence[str]) -> None:
 
 def index(args: Sequence[str]) -> None:
     """``au-lightning index``: build (and cache) a FrameIndex from a raw dataset, print its
-    summary; ``--cache_images SIZE`` also decodes every frame, resized to SIZE px, into the
-    decoded image cache the data modules read when their ``image_size`` is SIZE."""
+    summary; ``--verify true`` decodes every frame once and lists every unreadable one;
+    ``--cache_images SIZE`` also decodes every frame, resized to SIZE px, into the decoded
+    image cache the data modules read when their ``image_size`` is SIZE."""
     parser = ArgumentParser(prog="au-lightning index", description=index.__doc__)
     parser.add_argument("--dataset", required=True, help="reader name, e.g. bp4d")
     parser.add_argument("--root", required=True, help="dataset root")
@@ -274,11 +276,16 @@ def index(args: Sequence[str]) -> None:
         "--cache_images", "--cache-images", type=int | None, default=None, help=size_help
     )
     parser.add_argument("--workers", type=int, default=0, help="decoding processes")
+    verify_help = "decode every frame once and list every one that cannot be read"
+    parser.add_argument("--verify", type=bool, default=False, help=verify_help)
     config = parser.parse_args(list(args))
     built = cached_read(
         config.dataset, config.root, directory=config.cache_dir, **config.reader_options
     )
     print(built.summary())
+    if config.verify:
+        check_images(built, config.workers)
+        print(f"verified: all {len(built)} frames decode")
     if config.cache_images is not None:
         print(_cache_images(built, config.cache_images, config.workers))
 

@@ -112,6 +112,21 @@ def test_index_prints_a_summary(plugin: Path, capsys) -> None:
     assert list(Path("idx").glob("bp4d-*.npz"))
 
 
+def test_index_verify_lists_every_unreadable_frame(plugin: Path, capsys) -> None:
+    main(["synth", "--out", "s", "--subjects", "2", "--videos", "1", "--frames", "6",
+          "--size", "24", "--workers", "1", "--progress", "false"])  # fmt: skip
+    main(["index", "--dataset", "bp4d", "--root", "s", "--verify", "true", "--workers", "2"])
+    assert "verified: all 12 frames decode" in capsys.readouterr().out
+    bad = sorted(Path("s").rglob("*.jpg"))[1:3]
+    for file in bad:
+        file.write_bytes(b"")
+    with pytest.raises(SystemExit) as raised:
+        main(["index", "--dataset", "bp4d", "--root", "s", "--verify", "true"])
+    message = str(raised.value.code)
+    assert "2 of the 12 frames of bp4d" in message
+    assert all(f"{file.name}: image cannot be decoded" in message for file in bad)
+
+
 CHECKPOINTS = """
 trainer:
   callbacks:

@@ -213,3 +213,19 @@ def test_trainer_gets_the_samplers_plan_of_each_epoch(
         plan = [dm.train_rows[b].tolist() for b in batch_sampler.plan(epoch)]
         assert model.rows[epoch] == plan
     assert model.rows[0] != model.rows[1]
+
+
+def test_verify_images_lists_every_unreadable_frame(bp4d: Path, tmp_path: Path) -> None:
+    """Issue 23 item 11: verify_images decodes every frame at setup, in worker processes."""
+    bad = [bp4d / "F001" / "T1" / "0002.jpg", bp4d / "M009" / "T1" / "003.jpg"]
+    for file in bad:
+        file.write_bytes(b"not a jpeg")
+    dm = make(bp4d, tmp_path, protocol="loso", fold="F001", num_workers=2, verify_images=True)
+    with pytest.raises(ImageReadError) as raised:
+        dm.setup("fit")
+    message = str(raised.value)
+    assert message.startswith("2 of the ")
+    for file in bad:
+        assert f"{file}: image cannot be decoded" in message
+    unchecked = make(bp4d, tmp_path, protocol="loso", fold="F001")
+    unchecked.setup("fit")  # off by default: the bad frames fail only when loaded

@@ -85,6 +85,7 @@ from au_lightning.data.splits import (
     validation_reserve,
 )
 from au_lightning.data.transforms import eval_transform, train_transform
+from au_lightning.data.verify import check_images, unreadable_frames
 
 __all__ = [
     "AFFECTNET_EXPRESSIONS",
@@ -135,6 +136,7 @@ __all__ = [
     "build_image_cache",
     "cache_dir",
     "cached_read",
+    "check_images",
     "consecutive_segments",
     "cross_dataset_fold",
     "eval_transform",
@@ -168,5 +170,6 @@ __all__ = [
     "subject_folds",
     "task_frames",
     "train_transform",
+    "unreadable_frames",
     "validation_reserve",
 ]

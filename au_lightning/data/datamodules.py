@@ -38,6 +38,7 @@ from au_lightning.data.transforms import (
     eval_transform,
     train_transform,
 )
+from au_lightning.data.verify import check_images
 from au_lightning.errors import ConfigError
 
 __all__ = ["AUDataModule", "Protocol"]
@@ -88,6 +89,9 @@ class AUDataModule(L.LightningDataModule):
         predict_root: a folder of face images (e.g. from ``au-lightning align``) that
             ``predict`` reads instead of the test split, every AU unknown
             (:func:`au_lightning.data.read_images`); the training data is then not read.
+        verify_images: at setup, decode every frame of the split once (in ``num_workers``
+            processes) and list every unreadable one (:func:`~au_lightning.data.check_images`),
+            so that a corrupt frame fails in seconds rather than mid-epoch.
 
     Checkpoints carry the split (:meth:`state_dict`, a
     :class:`~au_lightning.data.SplitRecord`); loading one to test, validate, predict or resume
@@ -127,6 +131,7 @@ class AUDataModule(L.LightningDataModule):
         seed: int = 0,
         cache: bool = True,
         predict_root: str | None = None,
+        verify_images: bool = False,
     ) -> None:
         super().__init__()
         check_sampler(sampler, sampler_options)
@@ -247,6 +252,10 @@ class AUDataModule(L.LightningDataModule):
             index, train_rows, hp.val_strategy, hp.val_fraction, hp.seed
         )
         self.test_rows = test_rows
+        if hp.get("verify_images"):
+            check_images(index, hp.num_workers)
+            if test_index is not index:
+                check_images(test_index, hp.num_workers)
         self.index, self.test_index = index, test_index
         logger.info(
             "%s fold %s: %d train, %d val, %d test frames",
