@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from au_lightning.data import (
     AU_SETS,
@@ -68,14 +69,48 @@ def test_bp4d_values(bp4d: Path) -> None:
 
 
 def test_bp4d_intensity_joins_by_frame(bp4d: Path) -> None:
-    write_bp4d_int(bp4d, "F001", "T1", 6, {1: 0, 2: 3, 3: 9})
-    write_bp4d_int(bp4d, "F001", "T1", 12, {3: 5, 1: 2})  # frame 2 not coded -> unknown
-    write_bp4d_int(bp4d, "M009", "T2", 6, {7: 1, 8: 0})
-    write_bp4d_int(bp4d, "M009", "T2", 12, {7: 0, 8: 4})
+    write_bp4d_int(bp4d, "F001", "T1", 6, {1: 0, 2: 0, 3: 9})
+    write_bp4d_int(bp4d, "F001", "T1", 12, {3: 0, 2: 9, 1: 2})  # rows in any order
+    write_bp4d_int(bp4d, "M009", "T2", 6, {7: 0, 8: 0})
+    write_bp4d_int(bp4d, "M009", "T2", 12, {8: 0, 7: 0})
     ix = read_bp4d(bp4d, aus=[6, 12, 1], intensity=True)
     np.testing.assert_array_equal(
-        ix.intensity, [[0, 2, -1], [3, -1, -1], [-1, 5, -1], [1, 0, -1], [0, 4, -1]]
+        ix.intensity, [[0, 2, -1], [0, -1, -1], [-1, 0, -1], [0, 0, -1], [0, 0, -1]]
     )
+
+
+def test_bp4d_intensity_must_cover_and_agree_with_occurrence(bp4d: Path) -> None:
+    """Issue 23 item 5: a short AU_INT file, and intensity > 0 where AU_OCC says 0."""
+    write_bp4d_int(bp4d, "M009", "T2", 6, {7: 0, 8: 0})
+    write_bp4d_int(bp4d, "F001", "T1", 6, {1: 0, 3: 0})  # frame 2 missing
+    with pytest.raises(
+        DatasetFormatError,
+        match=r"F001_T1_AU06\.csv: no row for 1 of the 3 frames of F001_T1\.csv \(first: frame 2\)",
+    ):
+        read_bp4d(bp4d, aus=[6], intensity=True)
+    write_bp4d_int(bp4d, "F001", "T1", 6, {1: 0, 2: 0, 3: 4})
+    with pytest.raises(
+        DatasetFormatError,
+        match=r"F001_T1_AU06\.csv:3: frame 3 has intensity 4 but occurrence 0 in F001_T1\.csv",
+    ):
+        read_bp4d(bp4d, aus=[6], intensity=True)
+
+
+def test_bp4d_refuses_two_columns_for_one_au_and_notes_header_only_files(
+    tmp_path: Path,
+) -> None:
+    header = ["frame", "AU1", "AU01", "AU2"]
+    write_bp4d_occ(tmp_path / "two", "F082", "T6", {5: {1: 1}}, header=header)
+    with pytest.raises(
+        DatasetFormatError, match=r"F082_T6\.csv:1: header cells 'AU1' and 'AU01' both name AU 1"
+    ):
+        read_bp4dplus(tmp_path / "two", aus=[1, 2])
+    root = tmp_path / "empty"
+    write_bp4d_occ(root, "F001", "T1", {1: {1: 1}})
+    write_bp4d_occ(root, "F001", "T2", {})
+    ix = read_bp4d(root, aus=[1])
+    assert len(ix) == 1
+    assert "1 label files with a header and no frames: F001_T2.csv" in ix.summary()
 
 
 def test_bp4d_selects_aus_in_requested_order(bp4d: Path) -> None:
@@ -342,3 +377,81 @@ def test_rafdb_consistency_file_becomes_weight(tmp_path: Path) -> None:
     (tmp_path / "EmoLabel" / "consistency.txt").write_text("train_00001.jpg 0.9\nx 1.5\n")
     with pytest.raises(DatasetFormatError, match=r"consistency\.txt:2: line 'x 1.5'"):
         read_rafdb(tmp_path, consistency_file="EmoLabel/consistency.txt")
+
+
+# -- issue 23 item 5: strict readers ----------------------------------------------------------
+
+TABLE_HEADER = "path,subject,video,frame,AU1,AU12,AU12_int,expression\n"
+
+
+def _table(root: Path, *rows: str, header: str = TABLE_HEADER) -> None:
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(root / name)
+    (root / "labels.csv").write_text(header + "".join(f"{r}\n" for r in rows))
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            ["a.png,S1,v,1,1,0,0,", "b.png,S1,v,2,0,1,3,", "a.png,S1,v,1,1,0,0,"],
+            r"labels\.csv:4: row of video 'v' frame 1 is a duplicate of line 2",
+        ),
+        (
+            ["a.png,S1,v,1,1,0,0,", "b.png,S1,v,1,0,1,3,"],
+            r"labels\.csv:3: row of video 'v' frame 1 is the same frame as, with other labels",
+        ),
+        (["a.png,,v,1,1,0,0,"], r"labels\.csv:2: empty subject id"),
+        (["a.png,S1,v,1,1,0,2,"], r"labels\.csv:2: AU12_int is 2 but AU12 is 0"),
+        (
+            ["a.png,S1,v,1,1,0,0,", "b.png,s1,w,1,1,0,0,"],
+            r"the table subject ids 'S1' and 's1' differ only in case",
+        ),
+    ],
+    ids=["duplicate", "conflict", "empty-subject", "intensity", "case"],
+)
+def test_table_refuses_what_it_cannot_read_safely(
+    tmp_path: Path, rows: list[str], message: str
+) -> None:
+    _table(tmp_path, *rows)
+    with pytest.raises(DatasetFormatError, match=message):
+        read_dataset("table", tmp_path)
+
+
+def test_table_two_columns_for_one_au(tmp_path: Path) -> None:
+    _table(tmp_path, "a.png,S1,v,1,1,0", header="path,subject,video,frame,AU1,AU01\n")
+    with pytest.raises(DatasetFormatError, match=r"columns 'AU1' and 'AU01' both name AU 1"):
+        read_table(tmp_path)
+
+
+def test_table_unknown_values_leave_the_expression_column_alone(tmp_path: Path) -> None:
+    _table(tmp_path, "a.png,S1,v,1,9,0,0,9", "b.png,S1,v,2,0,999,,6")
+    ix = read_table(tmp_path)  # unknown_values (9, 999): AU cells only
+    assert ix.occurrence.tolist() == [[-1, 0], [0, -1]]
+    assert ix.expression.tolist() == [9, 6]
+
+
+def test_rafdb_refuses_an_image_listed_twice(tmp_path: Path) -> None:
+    write_rafdb(tmp_path, [("train_00001.jpg", 3), ("train_00002.jpg", 1)])
+    labels = tmp_path / "EmoLabel" / "list_patition_label.txt"
+    text = labels.read_text()
+    labels.write_text(text + "train_00001.jpg 3\n")
+    with pytest.raises(DatasetFormatError, match=r":3: train_00001\.jpg repeats line 1"):
+        read_rafdb(tmp_path)
+    labels.write_text(text + "train_00001.jpg 5\n")
+    with pytest.raises(DatasetFormatError, match=r":3: train_00001\.jpg relabels line 1"):
+        read_rafdb(tmp_path)
+
+
+def test_a_16_bit_image_is_scaled_not_clipped(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from au_lightning.data import load_frame
+
+    grey = np.array([[0, 257 * 100], [257 * 200, 65535]], dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    assert Image.open(tmp_path / "a.png").mode.startswith("I")
+    (tmp_path / "labels.csv").write_text("path,subject,video,frame,AU1\na.png,S1,v,1,0\n")
+    image = load_frame(read_table(tmp_path), 0)
+    assert image.dtype == torch.uint8 and image.shape == (3, 2, 2)
+    assert image[0].tolist() == [[0, 100], [200, 255]] and (image[0] == image[2]).all()

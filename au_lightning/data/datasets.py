@@ -31,10 +31,24 @@ def load_frame(index: FrameIndex, row: int) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
     try:
         with Image.open(path) as image:
-            return pil_to_tensor(image.convert("RGB"))
+            return pil_to_tensor(_rgb8(image))
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         problem = "not found" if not path.is_file() else f"cannot be decoded ({err})"
         raise ImageReadError(f"{path}: image {problem}") from err
+
+
+def _rgb8(image: Image.Image) -> Image.Image:
+    """8-bit RGB. A 16-bit grey image (PNG, TIFF: modes ``I;16*`` and ``I``) is scaled to
+    8 bits, 65535 -> 255; PIL's own conversion clips every value above 255 to white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        grey = np.asarray(image, dtype=np.float64)
+        if grey.min() < 0 or grey.max() > 65535:
+            raise ValueError(
+                f"{image.mode} values {grey.min():.0f}..{grey.max():.0f} are not 16-bit"
+            )
+        grey8 = np.round(grey / 257.0).astype(np.uint8)
+        return Image.fromarray(grey8).convert("RGB")
+    return image.convert("RGB")
 
 
 class FrameDataset(Dataset[dict[str, Any]]):

@@ -11,6 +11,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from au_lightning.data.errors import DatasetFormatError
 from au_lightning.data.formats.affectnet import AFFECTNET_EXPRESSIONS, read_affectnet
 from au_lightning.data.formats.bp4d import read_bp4d
 from au_lightning.data.formats.bp4dplus import read_bp4dplus
@@ -60,4 +61,20 @@ def read_dataset(name: str, root: str | Path, **options: Any) -> FrameIndex:
     except TypeError as err:
         accepted = ", ".join(reader_options(name))
         raise ReaderOptionError(f"{name} reader: {err}; its options are: {accepted}") from None
-    return reader(root, **options)
+    index = reader(root, **options)
+    _check_subject_case(index, name, root)
+    return index
+
+
+def _check_subject_case(index: FrameIndex, name: str, root: str | Path) -> None:
+    """Subject ids that differ only in case are one person spelt twice, or two people a
+    case-insensitive file system cannot tell apart: either way, an error."""
+    by_folded: dict[str, str] = {}
+    for subject in index.subjects:
+        other = by_folded.setdefault(subject.casefold(), subject)
+        if other != subject:
+            raise DatasetFormatError(
+                root,
+                f"the {name} subject ids {other!r} and {subject!r} differ only in case",
+                "one spelling per subject",
+            )

@@ -95,12 +95,15 @@ def read_au_occ_tree(
     videos: list[str] = []
     counts: list[int] = []
     intensity_only = 0
+    header_only: list[str] = []
     for file in files:
         match = _VIDEO_FILE.match(file.name)
         if not match:
             raise DatasetFormatError(file, "unexpected file name", "<subject>_<task>.csv")
         subject, task = match["subject"], match["task"]
         header, table = read_int_csv(file, sources, header=True)
+        if len(table) == 0:
+            header_only.append(file.name)
         columns = _au_columns(file, header, wanted)
         check_values(file, table, (0, 1, UNKNOWN), header, 2, columns=columns)
         frames = table[:, 0]
@@ -123,7 +126,9 @@ def read_au_occ_tree(
         parts["frame"].append(frames)
         parts["occ"].append(occ)
         if intensity:
-            levels, unmatched = _read_intensity(root, subject, task, frames, wanted, sources)
+            levels, unmatched = _read_intensity(
+                root, subject, task, frames, occ, wanted, sources, file
+            )
             parts["int"].append(levels)
             intensity_only += unmatched
         paths += [f"{subject}/{task}/{images[f]}" for f in frames.tolist()]
@@ -149,8 +154,15 @@ def read_au_occ_tree(
         root=str(image_root),
         dataset=dataset,
         sources=sources.entries,
-        notes=missing.notes,
+        notes=(*missing.notes, *_header_only_note(header_only)),
     )
+
+
+def _header_only_note(names: list[str]) -> list[str]:
+    """The summary's note of the label files that hold a header and no frames."""
+    if not names:
+        return []
+    return [f"{len(names)} label files with a header and no frames: {', '.join(names)}"]
 
 
 def _au_columns(file: Path, header: list[str], wanted: tuple[int, ...]) -> np.ndarray:
@@ -159,7 +171,14 @@ def _au_columns(file: Path, header: list[str], wanted: tuple[int, ...]) -> np.nd
         au = au_number(name)
         if au is None:
             raise DatasetFormatError(file, f"header cell {name!r} is not an AU", "AU numbers", 1)
-        by_au.setdefault(au, col)
+        if au in by_au:
+            raise DatasetFormatError(
+                file,
+                f"header cells {header[by_au[au]]!r} and {name!r} both name AU {au}",
+                "one column per AU",
+                1,
+            )
+        by_au[au] = col
     return np.array(require_au_columns(file, by_au, wanted, "a header naming every requested AU"))
 
 
@@ -168,11 +187,15 @@ def _read_intensity(
     subject: str,
     task: str,
     frames: np.ndarray,
+    occurrence: np.ndarray,
     wanted: tuple[int, ...],
     sources: SourceLog,
+    occ_file: Path,
 ) -> tuple[np.ndarray, int]:
-    """Intensity (N, L) for the occurrence frames (AU_INT where coded, else -1), and the
-    number of AU_INT rows whose frame is not among them."""
+    """Intensity (N, L) for the occurrence frames (from AU_INT, for the AUs it codes), and
+    the number of AU_INT rows whose frame is not among them. An AU_INT file without a row
+    for a frame of ``occ_file``, or with intensity > 0 where the frame's occurrence is 0,
+    is an error."""
     unmatched = 0
     out = np.full((len(frames), len(wanted)), -1, dtype=np.int8)
     int_dir = require_dir(root / "AUCoding" / "AU_INT", "AUCoding/AU_INT/AU<nn>/ folders")
@@ -195,7 +218,25 @@ def _read_intensity(
         coded, levels = table[order, 0], table[order, 1]
         pos = np.clip(np.searchsorted(coded, frames), 0, max(len(coded) - 1, 0))
         hit = coded[pos] == frames if len(coded) else np.zeros(len(frames), bool)
+        if not hit.all():
+            absent = frames[~hit]
+            raise DatasetFormatError(
+                file,
+                f"no row for {len(absent)} of the {len(frames)} frames of {occ_file.name} "
+                f"(first: frame {int(absent[0])})",
+                "a frame,intensity row for every frame the AU_OCC file labels",
+            )
         values = np.where(levels == UNKNOWN, -1, levels).astype(np.int8)
-        out[hit, j] = values[pos[hit]]
+        out[:, j] = values[pos]
+        contradicts = np.flatnonzero((out[:, j] > 0) & (occurrence[:, j] == 0))
+        if contradicts.size:
+            row = int(contradicts[0])
+            raise DatasetFormatError(
+                file,
+                f"frame {int(frames[row])} has intensity {int(out[row, j])} but occurrence 0 "
+                f"in {occ_file.name}",
+                "intensity 0 (or unknown) where AU_OCC says absent",
+                int(order[pos[row]]) + 1,
+            )
         unmatched += len(coded) - int(hit.sum())
     return out, unmatched

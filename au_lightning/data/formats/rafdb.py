@@ -60,6 +60,7 @@ def read_rafdb(
     names: list[str] = []
     labels: list[int] = []
     lines: list[int] = []
+    seen: dict[str, int] = {}
     for number, line in enumerate(read_text(file, sources).splitlines(), start=1):
         if not line.strip():
             continue
@@ -70,6 +71,16 @@ def read_rafdb(
             raise DatasetFormatError(
                 file, f"file name {cells[0]!r}", "a name starting with train_ or test_", number
             )
+        if cells[0] in seen:
+            earlier = seen[cells[0]]
+            what = "repeats" if labels[earlier] == int(cells[1]) - 1 else "relabels"
+            raise DatasetFormatError(
+                file,
+                f"{cells[0]} {what} line {lines[earlier]}",
+                "one line per image",
+                number,
+            )
+        seen[cells[0]] = len(names)
         names.append(cells[0])
         labels.append(int(cells[1]) - 1)
         lines.append(number)

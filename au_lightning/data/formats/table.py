@@ -65,20 +65,8 @@ def read_table(
         name: column_index(file, header, name, f"a {name!r} column")
         for name in ("path", "subject", "video", "frame")
     }
-    occ_cols = {
-        au_number(h): i
-        for i, h in enumerate(header)
-        if h.upper().startswith("AU") and not h.lower().endswith("_int")
-    }
-    int_cols = {
-        au_number(h[:-4]): i
-        for i, h in enumerate(header)
-        if h.upper().startswith("AU") and h.lower().endswith("_int")
-    }
-    for mapping in (occ_cols, int_cols):
-        if None in mapping:
-            bad = header[mapping[None]]
-            raise DatasetFormatError(file, f"column {bad!r} is not an AU", "AU<n> or AU<n>_int", 1)
+    occ_cols = _au_columns(file, header, intensity=False)
+    int_cols = _au_columns(file, header, intensity=True)
     wanted = tuple(sorted(occ_cols)) if aus is None else resolve_aus(aus)
     require_au_columns(file, occ_cols, wanted, "AU<n> columns")
     unknown = tuple(int(v) for v in unknown_values)
@@ -110,27 +98,33 @@ def read_table(
             if au in int_cols:
                 intensity[:, j] = labels(int_cols[au], range(6))
     expression = None
-    if "expression" in header:
-        expression = labels(header.index("expression"), range(128))
+    if "expression" in header:  # unknown_values are AU codes: a class may be 9
+        expression = int_column(
+            file, "expression", [r[header.index("expression")] for r in rows], lines,
+            allowed=(*range(128), -1), empty=-1,
+        )  # fmt: skip
     weight = None
     if "weight" in header:
         weight = _float_column(file, header.index("weight"), rows, lines)
     frame = int_column(file, "frame", [r[cols["frame"]] for r in rows], lines)
+    subjects = [r[cols["subject"]].strip() for r in rows]
+    videos = [r[cols["video"]].strip() for r in rows]
+    _check_rows(file, lines, subjects, videos, frame, occurrence, intensity, wanted)
     paths = np.array([r[cols["path"]].strip() for r in rows], dtype=str)
     missing = MissingImages(dataset, on_missing_image, image_root, sources)
     keep = missing.keep_existing(paths, file, lines)
     missing.report()
 
-    def text(name: str) -> np.ndarray:
-        return np.array([r[cols[name]].strip() for r in rows], dtype=str)[keep]
+    def text(values: list[str]) -> np.ndarray:
+        return np.array(values, dtype=str)[keep]
 
     def pick(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else a[keep]
 
     return FrameIndex.from_columns(
         path=paths[keep],
-        subject=text("subject"),
-        video=text("video"),
+        subject=text(subjects),
+        video=text(videos),
         frame=frame[keep],
         aus=wanted,
         occurrence=occurrence[keep],
@@ -143,6 +137,71 @@ def read_table(
         sources=sources.entries,
         notes=missing.notes,
     )
+
+
+def _au_columns(file: Path, header: list[str], intensity: bool) -> dict[int, int]:
+    """``{AU: column}`` of the occurrence (or ``_int``) columns; a column that names no AU,
+    or a second column for one AU, is an error."""
+    found: dict[int, int] = {}
+    for col, name in enumerate(header):
+        if not name.upper().startswith("AU") or name.lower().endswith("_int") != intensity:
+            continue
+        au = au_number(name[:-4] if intensity else name)
+        if au is None:
+            raise DatasetFormatError(file, f"column {name!r} is not an AU", "AU<n> or AU<n>_int", 1)
+        if au in found:
+            raise DatasetFormatError(
+                file,
+                f"columns {header[found[au]]!r} and {name!r} both name AU {au}",
+                "one column per AU",
+                1,
+            )
+        found[au] = col
+    return found
+
+
+def _check_rows(
+    file: Path,
+    lines: list[int],
+    subjects: list[str],
+    videos: list[str],
+    frames: np.ndarray,
+    occurrence: np.ndarray,
+    intensity: np.ndarray | None,
+    aus: tuple[int, ...],
+) -> None:
+    """Refuse an empty subject id, a frame listed twice (identical rows or not), and an
+    intensity above 0 where the occurrence is 0."""
+    for i, subject in enumerate(subjects):
+        if not subject:
+            raise DatasetFormatError(
+                file, "empty subject id", "a subject id in every row", lines[i]
+            )
+    first: dict[tuple[str, int], int] = {}
+    for i, key in enumerate(zip(videos, frames.tolist(), strict=True)):
+        if key in first:
+            j = first[key]
+            same = (occurrence[i] == occurrence[j]).all() and (
+                intensity is None or (intensity[i] == intensity[j]).all()
+            )
+            what = "a duplicate of" if same else "the same frame as, with other labels than,"
+            raise DatasetFormatError(
+                file,
+                f"row of video {key[0]!r} frame {key[1]} is {what} line {lines[j]}",
+                "one row per frame",
+                lines[i],
+            )
+        first[key] = i
+    if intensity is not None:
+        bad = np.argwhere((intensity > 0) & (occurrence == 0))
+        if len(bad):
+            i, j = (int(v) for v in bad[0])
+            raise DatasetFormatError(
+                file,
+                f"AU{aus[j]}_int is {int(intensity[i, j])} but AU{aus[j]} is 0",
+                "intensity 0 (or unknown) where the occurrence is 0",
+                lines[i],
+            )
 
 
 def _float_column(file: Path, col: int, rows: list[list[str]], lines: list[int]) -> np.ndarray:
