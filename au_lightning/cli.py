@@ -10,6 +10,7 @@ alignment of a folder of images) are commands of their own.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -38,6 +39,7 @@ from au_lightning.cli_parser import AUArgumentParser
 from au_lightning.data import (
     AUDataModule,
     DatasetFormatError,
+    FoldKey,
     FrameIndex,
     ImageReadError,
     SplitError,
@@ -62,6 +64,8 @@ from au_lightning.registry import (
 from au_lightning.visualize import au_visualizations, load_method, to_uint8, write_visualizations
 
 __all__ = ["AUCLI", "main"]
+
+logger = logging.getLogger("au_lightning")
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 #: mistakes in options, names and files: ``main`` prints the message alone (set
@@ -166,7 +170,7 @@ class AUCLI(LightningCLI):
             )
         root = self.trainer.default_root_dir
         method = type(self.model)
-        fold = self.datamodule.fold_key() if isinstance(self.datamodule, AUDataModule) else None
+        fold = self._fold_of_data()
         found = find_checkpoint(root, which, method, fold)
         if found is None:
             of = f" of a {method.__name__} run" + (f" on {fold.describe()}" if fold else "")
@@ -175,6 +179,19 @@ class AUCLI(LightningCLI):
                 "(trainer.default_root_dir); give the checkpoint's path instead"
             )
         config["ckpt_path"] = str(found)
+
+    def _fold_of_data(self) -> FoldKey | None:
+        """The data's fold, for ``best``/``last``; None for other data modules, and when
+        ``predict`` reads its own images and the training data cannot be read here."""
+        if not isinstance(self.datamodule, AUDataModule):
+            return None
+        try:
+            return self.datamodule.fold_key()
+        except (FileNotFoundError, ConfigError, DatasetFormatError) as err:
+            if not (self.subcommand == "predict" and self.datamodule.hparams.get("predict_root")):
+                raise
+            logger.warning("--ckpt_path: any fold's checkpoint (the data's fold: %s)", err)
+            return None
 
     before_fit = before_validate = before_test = before_predict = _resolve_checkpoint_alias
 
