@@ -420,7 +420,7 @@ def test_table_refuses_what_it_cannot_read_safely(
 
 def test_table_two_columns_for_one_au(tmp_path: Path) -> None:
     _table(tmp_path, "a.png,S1,v,1,1,0", header="path,subject,video,frame,AU1,AU01\n")
-    with pytest.raises(DatasetFormatError, match=r"columns 'AU1' and 'AU01' both name AU 1"):
+    with pytest.raises(DatasetFormatError, match=r"header cells 'AU1' and 'AU01' both name AU 1"):
         read_table(tmp_path)
 
 

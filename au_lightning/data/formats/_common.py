@@ -166,6 +166,27 @@ def check_values(
         )
 
 
+def columns_by_au(
+    file: Path, cells: Iterable[tuple[int, str, str]], expected: str
+) -> dict[int, int]:
+    """``{AU: column}`` of header ``cells`` given as (column, cell, the cell's AU text): a
+    cell that names no AU, or a second cell for one AU, is an error on line 1."""
+    found: dict[int, tuple[int, str]] = {}
+    for col, cell, text in cells:
+        au = au_number(text)
+        if au is None:
+            raise DatasetFormatError(file, f"header cell {cell!r} is not an AU", expected, 1)
+        if au in found:
+            raise DatasetFormatError(
+                file,
+                f"header cells {found[au][1]!r} and {cell!r} both name AU {au}",
+                "one column per AU",
+                1,
+            )
+        found[au] = (col, cell)
+    return {au: col for au, (col, _) in found.items()}
+
+
 def check_unique_frames(path: Path, frames: np.ndarray, first_line: int) -> None:
     order = np.argsort(frames, kind="stable")
     dup = np.flatnonzero(np.diff(frames[order]) == 0)

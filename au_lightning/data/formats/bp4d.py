@@ -23,9 +23,9 @@ from au_lightning.data.formats._common import (
     MissingImagePolicy,
     MissingImages,
     SourceLog,
-    au_number,
     check_unique_frames,
     check_values,
+    columns_by_au,
     logger,
     numbered_images,
     read_int_csv,
@@ -166,19 +166,8 @@ def _header_only_note(names: list[str]) -> list[str]:
 
 
 def _au_columns(file: Path, header: list[str], wanted: tuple[int, ...]) -> np.ndarray:
-    by_au: dict[int, int] = {}
-    for col, name in enumerate(header[1:], start=1):
-        au = au_number(name)
-        if au is None:
-            raise DatasetFormatError(file, f"header cell {name!r} is not an AU", "AU numbers", 1)
-        if au in by_au:
-            raise DatasetFormatError(
-                file,
-                f"header cells {header[by_au[au]]!r} and {name!r} both name AU {au}",
-                "one column per AU",
-                1,
-            )
-        by_au[au] = col
+    cells = ((col, name, name) for col, name in enumerate(header[1:], start=1))
+    by_au = columns_by_au(file, cells, "AU numbers")
     return np.array(require_au_columns(file, by_au, wanted, "a header naming every requested AU"))
 
 

@@ -22,8 +22,8 @@ from au_lightning.data.formats._common import (
     MissingImagePolicy,
     MissingImages,
     SourceLog,
-    au_number,
     column_index,
+    columns_by_au,
     int_column,
     read_csv_rows,
     require_au_columns,
@@ -140,24 +140,13 @@ def read_table(
 
 
 def _au_columns(file: Path, header: list[str], intensity: bool) -> dict[int, int]:
-    """``{AU: column}`` of the occurrence (or ``_int``) columns; a column that names no AU,
-    or a second column for one AU, is an error."""
-    found: dict[int, int] = {}
-    for col, name in enumerate(header):
-        if not name.upper().startswith("AU") or name.lower().endswith("_int") != intensity:
-            continue
-        au = au_number(name[:-4] if intensity else name)
-        if au is None:
-            raise DatasetFormatError(file, f"column {name!r} is not an AU", "AU<n> or AU<n>_int", 1)
-        if au in found:
-            raise DatasetFormatError(
-                file,
-                f"columns {header[found[au]]!r} and {name!r} both name AU {au}",
-                "one column per AU",
-                1,
-            )
-        found[au] = col
-    return found
+    """``{AU: column}`` of the occurrence (or ``_int``) columns."""
+    cells = (
+        (col, name, name[:-4] if intensity else name)
+        for col, name in enumerate(header)
+        if name.upper().startswith("AU") and name.lower().endswith("_int") == intensity
+    )
+    return columns_by_au(file, cells, "AU<n> or AU<n>_int")
 
 
 def _check_rows(
