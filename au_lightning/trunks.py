@@ -66,6 +66,9 @@ class TrunkSpec:
         steps, batch_size, lr: Adam steps, batch size and learning rate.
         image_size, crop_size: the resize and random crop (with flips) of the inputs.
         seed: the seed of initialisation and batch order.
+        withheld_aus: AU numbers whose labels the ``aus`` task never reads (masked as
+            unknown): the trunk of a new-AU study (Yang & Yin Table 6), whose RE-Net must
+            meet the AU without labels, so its initialisation may not have learnt it either.
     """
 
     population: dict[str, int] = field(
@@ -85,9 +88,13 @@ class TrunkSpec:
     image_size: int = 64
     crop_size: int = 56
     seed: int = 0
+    withheld_aus: tuple[int, ...] = ()
 
     def key(self) -> str:
-        text = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if not self.withheld_aus:
+            del fields["withheld_aus"]  # the keys of trunks from before the field stay valid
+        text = json.dumps({"version": VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -108,6 +115,8 @@ def ensure_synth_trunk(
     spec = spec or TrunkSpec()
     if spec.task not in ("aus", "identity"):
         raise ConfigError(f"trunk task {spec.task!r}; expected 'aus' or 'identity'")
+    if spec.withheld_aus and spec.task != "aus":
+        raise ConfigError(f"trunk withheld_aus {list(spec.withheld_aus)} need the task 'aus'")
     base = Path(directory) if directory is not None else cache_dir() / "trunks"
     final = base / f"resnet{spec.depth}-{spec.task}-{spec.key()}.pt"
     if final.is_file():
@@ -153,6 +162,7 @@ def _train(
     torch.manual_seed(spec.seed)
     root = ensure_synthau("bp4d", progress=False, **spec.population)
     index = read_dataset("bp4d", root)
+    withheld = _withheld_columns(index.aus, spec.withheld_aus)
     # the decoded image cache, where one was built at this size: the same pixels, no decoding
     images = find_image_cache(index, spec.image_size)
     transform = train_transform(spec.image_size, spec.crop_size)
@@ -177,7 +187,9 @@ def _train(
     for step, batch in enumerate(loader, start=1):
         logits = model(batch["image"].to(device, non_blocking=True))
         if spec.task == "aus":
-            loss = masked_bce(logits, batch["occurrence"].to(device))
+            occurrence = batch["occurrence"].to(device)
+            occurrence[:, withheld] = -1
+            loss = masked_bce(logits, occurrence)
         else:
             loss = F.cross_entropy(logits, batch["subject"].to(device))
         optimizer.zero_grad()
@@ -188,3 +200,13 @@ def _train(
             logger.info("trunk step %d/%d: loss %.3f", step, spec.steps, np.mean(losses[-250:]))
     state = {k: v.detach().cpu().clone() for k, v in trunk.state_dict().items()}
     return state, float(np.mean(losses[-100:]))
+
+
+def _withheld_columns(aus: tuple[int, ...], withheld: tuple[int, ...]) -> list[int]:
+    """The label columns of the ``withheld`` AU numbers among the population's ``aus``."""
+    unknown = [a for a in withheld if a not in aus]
+    if unknown:
+        raise ConfigError(
+            f"trunk withheld_aus {unknown} are not among the population's AUs {list(aus)}"
+        )
+    return [aus.index(a) for a in withheld]

@@ -53,7 +53,7 @@ from au_lightning.data import build_image_cache, cached_read
 from au_lightning.data.synth import ensure_synthau
 from au_lightning.evidence import paired_difference
 from au_lightning.fewshot_results import read_adaptation_csv
-from au_lightning.trunks import TrunkSpec, TrunkTask, ensure_synth_trunk
+from au_lightning.trunks import TrunkSpec, ensure_synth_trunk
 
 STUDY_SET = {"subjects": 27, "videos": 3, "frames": 60, "size": 64, "seed": 0}
 PAPER_SET = {"subjects": 27, "videos": 3, "frames": 60, "size": 256, "seed": 0}
@@ -65,6 +65,15 @@ SEQUENCE_FRAMES = 120
 ARCHIVE = Path(__file__).resolve().parents[1] / "docs" / "results" / "runs"
 #: SynthAU's rarest BP4D AUs on the study set (base rate under 10%): Chu et al.'s minority
 MINORITY_AUS = (2, 15, 23, 24)
+#: the trunks runs start from, by name: changes to the budget's ``TrunkSpec``. The AU trunks
+#: without AU23's or AU24's labels start the new-AU study (Yang & Yin Table 6), where RE-Net
+#: meets that AU without labels and its initialisation must not have learnt it either.
+TRUNKS: dict[str, dict[str, object]] = {
+    "aus": {"task": "aus"},
+    "identity": {"task": "identity"},
+    "aus-without-AU23": {"task": "aus", "withheld_aus": (23,)},
+    "aus-without-AU24": {"task": "aus", "withheld_aus": (24,)},
+}
 
 
 @dataclass(frozen=True)
@@ -95,8 +104,9 @@ class Budget:
     def device(self) -> str:
         return "cuda" if self.gpu else "cpu"
 
-    def trunk_spec(self, task: TrunkTask) -> TrunkSpec | None:
-        return None if self.trunk is None else replace(self.trunk, task=task)
+    def trunk_spec(self, name: str) -> TrunkSpec | None:
+        """The budget's trunk changed as :data:`TRUNKS` ``[name]`` says."""
+        return None if self.trunk is None else replace(self.trunk, **TRUNKS[name])
 
     def synth_sets(self) -> dict[str, dict[str, int]]:
         """The SynthAU sets (BP4D layout) of this budget's runs, by the readers that use
@@ -162,16 +172,23 @@ BUDGETS = {
     ),
 }
 
+#: the study regime with BP4D's 41 subjects instead of 27 (fold part1: 27 training subjects,
+#: a fifth of them held out for validation, and 14 test subjects): does the subject count
+#: limit the baseline's AUC? Not a paper claim; its runs pair only with each other
+BUDGETS["cpu-41"] = replace(BUDGETS["cpu"], synth={**STUDY_SET, "subjects": 41})
+#: and with BP4D's 8 tasks per subject instead of 3 videos (each epoch 8/3 as long)
+BUDGETS["cpu-41x8"] = replace(BUDGETS["cpu"], synth={**STUDY_SET, "subjects": 41, "videos": 8})
+
 
 @dataclass(frozen=True)
 class Variant:
-    """One row: ``configs/<config>.yaml`` with ``options``; ``trunk``: the pretext task of
-    the budget's pretrained trunk the ResNet starts from (``--model.pretrained``), or None
-    (from scratch)."""
+    """One row: ``configs/<config>.yaml`` with ``options``; ``trunk``: the name in
+    :data:`TRUNKS` of the budget's pretrained trunk the ResNet starts from
+    (``--model.pretrained``), or None (from scratch)."""
 
     config: str
     options: tuple[str, ...] = ()
-    trunk: TrunkTask | None = "aus"
+    trunk: str | None = "aus"
     reader: str = "detection"  # detection | fewshot | hybrid
     #: the checkpoint test reads: ``best`` by ``monitor``, or ``last`` (the hybrid keeps each
     #: stage's best validation epoch itself)
@@ -203,6 +220,22 @@ VARIANTS: dict[str, Variant] = {
     "renet": Variant("renet", RENET),
     "renet+DA": Variant("renet", (*RENET, "--data.sampler=duplicate")),
     "renet-learnable": Variant("renet", (*RENET, "--model.graph=learnable")),
+    # Table 6: the new AU's labels never reach the loss, nor the trunk's; its row and column
+    # of ω are the PCC of the training labels (the paper's graph: its co-occurrence with the
+    # seen AUs, never a per-frame label in the loss). The control: the ResNet-18 from the
+    # same trunk, trained with the AU's labels.
+    **{
+        f"renet-without-AU{au}": Variant(
+            "renet",
+            (*RENET, f"--model.unseen_aus=[{au}]", "--model.unseen_relation=labels"),
+            trunk=f"aus-without-AU{au}",
+        )
+        for au in (23, 24)
+    },
+    **{
+        f"resnet18-AU{au}-trunk": Variant("baseline", trunk=f"aus-without-AU{au}")
+        for au in (23, 24)
+    },
     "stl": Variant("stl"),
     "mtl": Variant("mtl"),
     "mal": Variant("mal"),
@@ -285,6 +318,20 @@ class Claim:
     theirs_metric: str | None = None
 
 
+def new_au_claims(au: int) -> list[Claim]:
+    """Table 6 for one AU: RE-Net without its labels against chance, and against the
+    ResNet-18 trained with them from the same trunk (on that AU, and on the other AUs)."""
+    renet, resnet = f"renet-without-AU{au}", f"resnet18-AU{au}-trunk"
+    return [
+        Claim("Yang & Yin", f"a new AU through the graph > chance (Table 6), AU{au} AUC",
+              renet, "chance", f"auc_AU{au}"),
+        Claim("(ours)", f"the cost of a new AU: ResNet-18 with AU{au}'s labels > RE-Net "
+              f"without, AU{au} AUC", resnet, renet, f"auc_AU{au}"),
+        Claim("(ours)", f"RE-Net without AU{au}'s labels > ResNet-18 with them, the other "
+              f"11 AUs' AUC", renet, resnet, f"auc_without_AU{au}"),
+    ]  # fmt: skip
+
+
 CLAIMS: dict[str, list[Claim]] = {
     "baseline": [
         Claim("(all)", "ResNet-18 from the trunk > chance, AUC", "resnet18", "chance", "auc"),
@@ -324,6 +371,7 @@ CLAIMS: dict[str, list[Claim]] = {
             "f1",
         ),
     ],
+    "renet-new-au": [claim for au in (23, 24) for claim in new_au_claims(au)],
     "mal": [
         Claim("Li & Shan", "MAL > MTL (Table 1), F1", "mal", "mtl", "f1"),
         Claim("Li & Shan", "MTL > STL (Table 1), F1", "mtl", "stl", "f1"),
@@ -645,12 +693,21 @@ def claim_rows(
     return rows
 
 
+def metric_value(metrics: dict[str, float], metric: str) -> float | None:
+    """``metrics[metric]``, or for ``auc_without_AU<n>`` the mean AUC of every AU but n."""
+    if metric.startswith("auc_without_AU"):
+        left_out = f"auc_AU{metric.removeprefix('auc_without_AU')}"
+        values = [v for k, v in metrics.items() if k.startswith("auc_AU") and k != left_out]
+        return sum(values) / len(values) if values else None
+    return metrics.get(metric)
+
+
 def scores(name: str, metric: str, seeds: Sequence[int], budget: str, runs: Path) -> dict:
     out = {}
     for seed in seeds:
         path = runs / budget / name / f"seed{seed}" / "metrics.json"
         if path.is_file():
-            value = json.loads(path.read_text()).get(metric)
+            value = metric_value(json.loads(path.read_text()), metric)
             if value is not None and not math.isnan(value):
                 out[seed] = value
     return out
@@ -772,7 +829,7 @@ def main_study(argv: Sequence[str] | None = None) -> str:
     )
     # one job of a parallel study (study_jobs)
     parser.add_argument("--run", metavar="VARIANT:SEED", help=argparse.SUPPRESS)
-    parser.add_argument("--trunk", choices=["aus", "identity"], help=argparse.SUPPRESS)
+    parser.add_argument("--trunk", choices=list(TRUNKS), help=argparse.SUPPRESS)
     parser.add_argument("--synth", metavar="JSON", help=argparse.SUPPRESS)
     parser.add_argument("--cache-images", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -153,3 +153,31 @@ def test_paper_budget_runs_on_the_gpu_from_a_gpu_trained_trunk(tmp_path: Path, m
     smoke = study.run_options("resnet18-scratch", 0, study.BUDGETS["smoke"], tmp_path, tmp_path)
     assert smoke[-3:] == list(study.BUDGETS["smoke"].extra)
     assert "--trainer.accelerator=gpu" not in smoke
+
+
+def test_new_au_runs_start_from_a_trunk_that_never_read_the_aus_labels(tmp_path: Path, monkeypatch):
+    asked = []
+
+    def trunk(spec, device="cpu", workers=0):
+        asked.append(spec)
+        return tmp_path / f"trunk{len(asked)}.pt"
+
+    monkeypatch.setattr(study, "ensure_synth_trunk", trunk)
+    budget = study.BUDGETS["cpu"]
+    renet = study.run_options("renet-without-AU23", 0, budget, tmp_path, tmp_path / "o.yaml")
+    study.run_options("resnet18", 0, budget, tmp_path, tmp_path / "o.yaml")
+    assert [(s.task, s.withheld_aus) for s in asked] == [("aus", (23,)), ("aus", ())]
+    assert asked[0].population == asked[1].population  # the same identities, one AU less
+    assert {"--model.unseen_aus=[23]", "--model.unseen_relation=labels"} <= set(renet)
+    jobs = study.study_jobs([["renet-without-AU23", "resnet18-AU23-trunk"]], [0], "cpu",
+                            tmp_path, lanes=2)  # fmt: skip
+    by_name = {j.name: j for j in jobs}
+    assert by_name["trunk-aus-without-AU23"].command[-2:] == ["--trunk", "aus-without-AU23"]
+    assert by_name["resnet18-AU23-trunk:0"].needs == ("synth-detection", "trunk-aus-without-AU23")
+
+
+def test_mean_auc_without_one_au(tmp_path: Path) -> None:
+    metrics = {"auc_AU1": 0.9, "auc_AU2": 0.7, "auc_AU23": 0.1, "auc": 0.567, "f1_AU1": 0.3}
+    assert study.metric_value(metrics, "auc_without_AU23") == pytest.approx(0.8)
+    assert study.metric_value(metrics, "auc_AU23") == 0.1
+    assert study.metric_value(metrics, "auc_without_AU9") == pytest.approx(1.7 / 3)

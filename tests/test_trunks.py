@@ -73,3 +73,35 @@ def test_a_decoded_image_cache_gives_the_same_trunk(tmp_path):
     cached = ensure_synth_trunk(tiny(), tmp_path / "cached")
     a, b = torch.load(jpegs, weights_only=True), torch.load(cached, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("withheld", [(), (23,)])
+def test_withheld_au_labels_never_reach_the_trunk(tmp_path, monkeypatch, withheld):
+    """Inverting AU23's labels changes the trunk unless AU23 is withheld (Table 6's trunk)."""
+    import dataclasses
+
+    import au_lightning.trunks as trunks
+
+    read = trunks.read_dataset
+
+    def inverted(*args, **kwargs):
+        index = read(*args, **kwargs)
+        occurrence = index.occurrence.copy()
+        column = occurrence[:, index.aus.index(23)]
+        column[column >= 0] = 1 - column[column >= 0]
+        return dataclasses.replace(index, occurrence=occurrence)
+
+    spec = tiny(withheld_aus=withheld, steps=3)
+    plain = torch.load(ensure_synth_trunk(spec, tmp_path / "plain"), weights_only=True)
+    monkeypatch.setattr(trunks, "read_dataset", inverted)
+    flipped = torch.load(ensure_synth_trunk(spec, tmp_path / "flipped"), weights_only=True)
+    same = all(torch.equal(plain[k], flipped[k]) for k in plain)
+    assert same == bool(withheld)
+
+
+def test_withheld_aus_key_and_errors(tmp_path):
+    assert tiny().key() != tiny(withheld_aus=(23,)).key()
+    with pytest.raises(ConfigError, match=r"withheld_aus \[9\] are not among"):
+        ensure_synth_trunk(tiny(withheld_aus=(9,)), tmp_path)
+    with pytest.raises(ConfigError, match="need the task 'aus'"):
+        ensure_synth_trunk(tiny(task="identity", withheld_aus=(23,)), tmp_path)
