@@ -181,3 +181,36 @@ def test_mean_auc_without_one_au(tmp_path: Path) -> None:
     assert study.metric_value(metrics, "auc_without_AU23") == pytest.approx(0.8)
     assert study.metric_value(metrics, "auc_AU23") == 0.1
     assert study.metric_value(metrics, "auc_without_AU9") == pytest.approx(1.7 / 3)
+
+
+def test_new_au_transfer_row_by_hand(tmp_path: Path) -> None:
+    """bench/renet_new_au.py: AU23's output is exactly Eq. 5's ω-weighted sum of the other
+    AUs' logits here, so its AUC equals that sum's and their correlation is 1; the label
+    column is worked by hand; a frame whose AU23 label is unknown is left out."""
+    import numpy as np
+    import renet_new_au
+
+    (tmp_path / "relation.csv").write_text(
+        "AU,AU1,AU2,AU23\nAU1,1,0,0.5\nAU2,0,1,-0.25\nAU23,0.5,-0.25,1\n"
+    )
+    logits = {1: [2.0, -1.0, -2.0, -2.0, 1.0], 2: [-1.0, 1.5, 0.0, 0.5, 2.0]}
+    logits[23] = [0.5 * a - 0.25 * b for a, b in zip(logits[1], logits[2], strict=True)]
+    labels = {  # AU1, AU2, AU23 of each frame; the last frame's AU23 is unknown
+        "a": [1, 0, 1], "b": [0, 1, 0], "c": [0, 0, 1], "d": [0, 0, 0], "e": [1, 1, -1],
+    }  # fmt: skip
+    lines = ["path,p_AU1,p_AU2,p_AU23"]
+    for i, path in enumerate(labels):
+        probs = [1 / (1 + np.exp(-logits[au][i])) for au in (1, 2, 23)]
+        lines.append(",".join([path, *(f"{q:.12f}" for q in probs)]))
+    (tmp_path / "predictions.csv").write_text("\n".join(lines) + "\n")
+    own, composed, oracle, corr = renet_new_au.transfer_row(
+        tmp_path / "predictions.csv",
+        tmp_path / "relation.csv",
+        {k: np.array(v, dtype=np.int8) for k, v in labels.items()},
+        23,
+    )
+    # AU23 positives a, c; negatives b, d. Logits: a 1.25, c -1, b -0.875, d -1.125: 3 / 4
+    assert own == composed == 0.75
+    # ω · labels: a 0.5, c 0, b -0.25, d 0: pairs (a>b, a>d, c>b, c=d) = 3.5 / 4
+    assert oracle == pytest.approx(0.875)
+    assert corr == pytest.approx(1.0)
