@@ -32,6 +32,7 @@ from sklearn.metrics import roc_auc_score
 from study import BUDGETS, newest
 
 from au_lightning.data import AUDataModule
+from au_renet import read_relation
 
 WRITER = """
 trainer:
@@ -54,23 +55,25 @@ def predict(run: Path, out: Path) -> Path:
     return newest(out, "predictions.csv")
 
 
-def read_relation(path: Path) -> tuple[list[int], np.ndarray]:
-    with open(path) as f:
-        rows = list(csv.reader(f))
-    aus = [int(head.removeprefix("AU")) for head in rows[0][1:]]
-    return aus, np.array([[float(x) for x in row[1:]] for row in rows[1:]])
+def scores(
+    predictions: Path, relation: Path, labels: dict[str, np.ndarray]
+) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    """The AUs of ``predictions`` (a ``PredictionWriter`` CSV), ω for them from ``relation``,
+    the predicted probabilities (frames x AUs) and the frames' labels (-1 unknown)."""
+    with open(predictions) as f:
+        rows = list(csv.DictReader(f))
+    aus = [int(name.removeprefix("p_AU")) for name in rows[0] if name.startswith("p_AU")]
+    p = np.array([[float(r[f"p_AU{a}"]) for a in aus] for r in rows])
+    y = np.stack([labels[r["path"]] for r in rows]).astype(float)
+    return aus, read_relation(relation, aus), p, y
 
 
 def transfer_row(
-    predictions: Path, relation: Path, labels: dict[str, np.ndarray], au: int
+    aus: list[int], omega: np.ndarray, p: np.ndarray, y: np.ndarray, au: int
 ) -> tuple[float, float, float, float]:
     """AUCs of AU ``au``'s output, of ``ω · logits`` and of ``ω · labels``, and their
-    correlation, over the predicted frames whose AU ``au`` label is known."""
-    aus, omega = read_relation(relation)
-    with open(predictions) as f:
-        rows = list(csv.DictReader(f))
-    p = np.array([[float(r[f"p_AU{a}"]) for a in aus] for r in rows]).clip(1e-6, 1 - 1e-6)
-    y = np.stack([labels[r["path"]] for r in rows]).astype(float)
+    correlation, over the frames whose AU ``au`` label is known."""
+    p = p.clip(1e-6, 1 - 1e-6)
     logits = np.log(p / (1 - p))
     c = aus.index(au)
     others = [j for j in range(len(aus)) if j != c]
@@ -87,15 +90,10 @@ def transfer_row(
 
 
 def edge_rows(
-    predictions: Path, relation: Path, labels: dict[str, np.ndarray], au: int
+    aus: list[int], omega: np.ndarray, p: np.ndarray, y: np.ndarray, au: int
 ) -> list[tuple[int, float, float, float]]:
     """For each other AU j: ω's weight (au, j), and the AUC for AU ``au`` of j's label (an
     unknown one counting as absent) and of j's predicted probability."""
-    aus, omega = read_relation(relation)
-    with open(predictions) as f:
-        rows = list(csv.DictReader(f))
-    p = np.array([[float(r[f"p_AU{a}"]) for a in aus] for r in rows])
-    y = np.stack([labels[r["path"]] for r in rows]).astype(float)
     c = aus.index(au)
     known = y[:, c] >= 0
     target = y[known, c]
@@ -129,14 +127,11 @@ def main(argv: list[str] | None = None) -> str:
     edges = []
     for seed in args.seeds:
         run = args.runs / args.budget / f"renet-without-AU{args.au}" / f"seed{seed}"
-        relation = newest(run, "relation.csv")
         with tempfile.TemporaryDirectory() as out:
-            predictions = predict(run, Path(out))
-            row = transfer_row(predictions, relation, labels, args.au)
-            if args.edges:
-                edges += edge_table(
-                    seed, edge_rows(predictions, relation, labels, args.au), args.au
-                )
+            frames = scores(predict(run, Path(out)), newest(run, "relation.csv"), labels)
+        row = transfer_row(*frames, args.au)
+        if args.edges:
+            edges += edge_table(seed, edge_rows(*frames, args.au), args.au)
         lines.append(f"| {seed} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
     text = "\n".join(lines + edges)
     print(text)

@@ -203,14 +203,18 @@ def test_new_au_transfer_row_by_hand(tmp_path: Path) -> None:
         probs = [1 / (1 + np.exp(-logits[au][i])) for au in (1, 2, 23)]
         lines.append(",".join([path, *(f"{q:.12f}" for q in probs)]))
     (tmp_path / "predictions.csv").write_text("\n".join(lines) + "\n")
-    own, composed, oracle, corr = renet_new_au.transfer_row(
+    frames = renet_new_au.scores(
         tmp_path / "predictions.csv",
         tmp_path / "relation.csv",
         {k: np.array(v, dtype=np.int8) for k, v in labels.items()},
-        23,
     )
+    own, composed, oracle, corr = renet_new_au.transfer_row(*frames, 23)
     # AU23 positives a, c; negatives b, d. Logits: a 1.25, c -1, b -0.875, d -1.125: 3 / 4
     assert own == composed == 0.75
     # ω · labels: a 0.5, c 0, b -0.25, d 0: pairs (a>b, a>d, c>b, c=d) = 3.5 / 4
     assert oracle == pytest.approx(0.875)
     assert corr == pytest.approx(1.0)
+    # per edge: AU1's label ranks AU23 at (a 1, c 0 | b 0, d 0) = 3 / 4; AU2's prediction
+    # (logits a -1, c 0 | b 1.5, d 0.5) ranks every negative above every positive: 0
+    au1, au2 = renet_new_au.edge_rows(*frames, 23)
+    assert au1[:3] == (1, 0.5, 0.75) and au2[:2] == (2, -0.25) and au2[3] == 0.0
