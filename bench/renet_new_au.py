@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
-from study import BUDGETS, newest
+from study import BUDGETS, newest, tested_split
 
-from au_lightning.data import AUDataModule
 from au_renet import read_relation
 
 WRITER = """
@@ -118,9 +117,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--runs", type=Path, default=Path("runs/study"))
     parser.add_argument("--edges", action="store_true", help="each edge's AUCs, per seed")
     args = parser.parse_args(argv)
-    data = AUDataModule(dataset="bp4d", synth=BUDGETS[args.budget].synth, aus="bp4d",
-                        protocol="bp4d_3fold", fold="part1")  # fmt: skip
-    data.setup("test")
+    data = tested_split(args.budget)
     labels = {str(data.index.path[r]): data.index.occurrence[r] for r in data.test_rows}
     lines = [f"| seed | AU{args.au} own | ω · logits | ω · labels | corr(own, ω · logits) |"]
     lines.append("|---|---|---|---|---|")

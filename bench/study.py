@@ -49,7 +49,7 @@ from pathlib import Path
 from study_schedule import Job, Outcome, run_jobs
 
 from au_hybrid.results import HEAD_NAMES
-from au_lightning.data import build_image_cache, cached_read
+from au_lightning.data import AUDataModule, build_image_cache, cached_read
 from au_lightning.data.synth import ensure_synthau
 from au_lightning.evidence import paired_difference
 from au_lightning.fewshot_results import read_adaptation_csv
@@ -655,12 +655,18 @@ def reference(name: str, metric: str, budget: str) -> float:
     AUs of the test subjects' ``all_positive_f1``: F1 of calling every frame positive)."""
     if name == "chance":
         return 0.5
-    from au_lightning.data import AUDataModule, all_positive_f1
+    from au_lightning.data import all_positive_f1
 
+    data = tested_split(budget)
+    return float(all_positive_f1(data.index.occurrence[data.test_rows]).mean())
+
+
+def tested_split(budget: str) -> AUDataModule:
+    """The detection runs' data module (the budget's set, fold part1), set up for testing."""
     data = AUDataModule(dataset="bp4d", synth=BUDGETS[budget].synth, aus="bp4d",
                         protocol="bp4d_3fold", fold="part1")  # fmt: skip
     data.setup("test")
-    return float(all_positive_f1(data.index.occurrence[data.test_rows]).mean())
+    return data
 
 
 def claim_rows(
